@@ -1,0 +1,1 @@
+"""unikit: teach and probe personalized unified multimodal models."""
