@@ -126,14 +126,10 @@ class Scene:
 # --------------------------------------------------------------------------- rendering
 
 
-def _body_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
-    if shape == "square":
-        return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+def _body_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     if shape == "triangle":
         return [(cx, cy - r * 1.05), (cx + r * 1.1, cy + r), (cx - r * 1.1, cy + r)]
-    if shape == "diamond":
-        return [(cx, cy - r * 1.15), (cx + r * 1.15, cy), (cx, cy + r * 1.15), (cx - r * 1.15, cy)]
-    return None
+    return [(cx, cy - r * 1.15), (cx + r * 1.15, cy), (cx, cy + r * 1.15), (cx - r * 1.15, cy)]  # diamond
 
 
 def _mask(size: int, draw_fn) -> np.ndarray:
@@ -156,13 +152,14 @@ def render(scene: Scene, image_size: int = IMAGE_SIZE) -> np.ndarray:
     cx, cy = 13.5 + scene.x, 18.5 + scene.y
     r = scene.size / 2
     if scene.present:
-        poly = _body_polygon(scene.shape, cx, cy, r)
-        if poly is None:
-            body = _mask(s, lambda d: d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1))
+        yy, xx = np.mgrid[0:s, 0:s] + 0.5  # pixel centres: analytic masks stay mirror-symmetric
+        if scene.shape == "circle":
+            body = (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+        elif scene.shape == "square":
+            body = (np.abs(xx - cx) <= r) & (np.abs(yy - cy) <= r)
         else:
-            body = _mask(s, lambda d: d.polygon(poly, fill=1))
+            body = _mask(s, lambda d: d.polygon(_body_polygon(scene.shape, cx, cy, r), fill=1))
         canvas[body] = COLOURS[scene.colour]
-        yy, xx = np.mgrid[0:s, 0:s] + 0.5
         if scene.mark != NONE:
             region = {
                 "top": yy < cy - r * 0.1,
