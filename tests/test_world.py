@@ -238,3 +238,14 @@ def test_loader_names_missing_files(tmp_path):
     (tmp_path / "b" / "bo" / "test" / "vqa.json").unlink()
     with pytest.raises(unifybench.BenchLayoutError, match="missing test/vqa.json"):
         unifybench.load_bench(tmp_path / "b")
+
+
+def test_cli_world_export_and_its_errors(tmp_path, capsys):
+    from unikit.cli import main
+
+    assert main(["world", "export", str(tmp_path / "b"), "--concept", "bo"]) == 0
+    assert (tmp_path / "b" / "bo" / "info.json").is_file()
+    assert main(["world", "export", str(tmp_path / "b")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["world", "export", str(tmp_path / "c"), "--concept", "rex"]) == 2
+    assert "available: bo" in capsys.readouterr().err

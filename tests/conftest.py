@@ -1,0 +1,24 @@
+"""Shared fixtures: the repository's lessons, and one smoke run of all of them per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from unikit.run import NOTEBOOKS_DIR, find_notebooks, run_notebooks
+
+
+@pytest.fixture(scope="session")
+def lessons():
+    """Every ``notebooks/NN_*.ipynb``, in order."""
+    return find_notebooks(NOTEBOOKS_DIR)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Execute every lesson once with ``PROFILE="smoke"``; ``(executed_dir, results)``.
+
+    Lessons load trained artifacts from ``UNIKIT_CACHE`` if present, else train them.
+    """
+    out_dir = tmp_path_factory.mktemp("smoke") / "notebooks"
+    results = run_notebooks("smoke", out_dir=out_dir, quiet=True)
+    return out_dir, results

@@ -1,0 +1,149 @@
+"""The lessons: their conventions, a smoke run of all of them, the book built from it, and the runner's errors."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+
+import nbformat
+import pytest
+
+from unikit import cli
+from unikit.run import NOTEBOOKS_DIR, RunError, build_book, find_notebooks
+
+LESSONS = find_notebooks(NOTEBOOKS_DIR)
+ALL_NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+LITERAL_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "tuple": tuple, "dict": dict}
+
+
+def _code(cell) -> str:
+    """A code cell's source with IPython magics and shell escapes blanked, so ``ast`` can parse it."""
+    lines = cell.source.splitlines()
+    return "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in lines)
+
+
+def _check_parameters(source: str) -> dict:
+    """The parameters cell's ``{name: value}``; every statement must be ``NAME: type = literal``."""
+    values = {}
+    for stmt in ast.parse(source).body:
+        assert isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None, \
+            f"parameters cell: {ast.unparse(stmt)!r} is not a typed assignment like PROFILE: str = \"teach\""
+        value = ast.literal_eval(stmt.value)  # raises on anything but a literal
+        annotation = stmt.annotation.value if isinstance(stmt.annotation, ast.Subscript) else stmt.annotation
+        assert isinstance(annotation, ast.Name) and annotation.id in LITERAL_TYPES, \
+            f"parameters cell: {stmt.target.id}: annotate with one of {sorted(LITERAL_TYPES)}"
+        assert type(value) is LITERAL_TYPES[annotation.id], \
+            f"parameters cell: {stmt.target.id}: {value!r} is not a {annotation.id}"
+        values[stmt.target.id] = value
+    return values
+
+
+def test_there_are_lessons():
+    assert LESSONS, f"no lessons NN_topic.ipynb in {NOTEBOOKS_DIR}"
+    assert [p.name for p in ALL_NOTEBOOKS] == [p.name for p in LESSONS], "every notebook is named NN_topic.ipynb"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_conventions(path):
+    nb = nbformat.reads(path.read_text(), as_version=4)
+    nbformat.validate(nb)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(code_cells):
+        assert not cell.outputs, f"code cell {i} has outputs: commit notebooks without outputs"
+        assert cell.execution_count is None, f"code cell {i} has an execution count"
+        tree = ast.parse(_code(cell))
+        defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        assert not defined, f"code cell {i} defines {defined}: helpers belong in unikit, called in one line"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{len(tagged)} cells tagged 'parameters'; a lesson has exactly one"
+    assert tagged[0].cell_type == "code"
+    params = _check_parameters(tagged[0].source)
+    assert params.get("PROFILE") == "teach", 'the parameters cell needs PROFILE: str = "teach"'
+
+
+def test_parameters_check_rejects_what_papermill_or_readers_would_trip_on():
+    assert _check_parameters('PROFILE: str = "teach"\nSEED: int = 0\nLR: float = 1e-3\nNAMES: list[str] = ["bo"]') == \
+        {"PROFILE": "teach", "SEED": 0, "LR": 1e-3, "NAMES": ["bo"]}
+    for bad in ['PROFILE = "teach"', "SEED: int = 1.5", "FAST: int = True", "N: int = 2 * 8", "import os"]:
+        with pytest.raises((AssertionError, ValueError)):
+            _check_parameters(bad)
+
+
+# --------------------------------------------------------------------------- smoke run and book
+
+
+def test_every_lesson_runs_in_the_smoke_profile(smoke_run, lessons):
+    out_dir, results = smoke_run
+    assert [r["notebook"] for r in results] == [p.stem for p in lessons]
+    assert all(r["ok"] for r in results)
+    summary = json.loads((out_dir.parent / "run-summary.json").read_text())
+    assert summary["profile"] == "smoke" and len(summary["notebooks"]) == len(lessons)
+    for p in lessons:
+        executed = nbformat.read(out_dir / p.name, as_version=4)
+        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and 'PROFILE = "smoke"' in injected[0].source
+
+
+def test_book_builds_from_the_executed_lessons(smoke_run, lessons, tmp_path):
+    out_dir, _ = smoke_run
+    index = build_book(executed_dir=out_dir, out_dir=tmp_path / "book", quiet=True)
+    html = index.parent
+    assert index == html / "index.html" and index.is_file()
+    assert (html / "intro.html").is_file()
+    for p in lessons:
+        page = html / "notebooks" / f"{p.stem}.html"
+        assert page.is_file(), f"no book page for {p.name}"
+        assert "<img" in page.read_text(), f"{p.name}: its book page shows no figure"
+
+
+def test_book_without_executed_lessons_says_to_run_them_first(tmp_path):
+    with pytest.raises(RunError, match="unikit run --profile teach"):
+        build_book(executed_dir=tmp_path / "nothing", out_dir=tmp_path / "book", quiet=True)
+
+
+# --------------------------------------------------------------------------- the runner's behaviour
+
+
+def _lesson(path, *code: str) -> None:
+    """Write a tiny lesson that follows the conventions: a parameters cell, then ``code`` cells."""
+    params = nbformat.v4.new_code_cell('PROFILE: str = "teach"\nSEED: int = 0')
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params] + [nbformat.v4.new_code_cell(c) for c in code])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def tmp_lessons(tmp_path):
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    _lesson(lessons / "00_where.ipynb",
+            'import os, sys, json\nprint(json.dumps({"python": sys.executable, "cwd": os.getcwd(), "profile": PROFILE, "seed": SEED}))')
+    _lesson(lessons / "01_broken.ipynb", "x = 1", "boom = 1 / 0  # this cell fails\nprint('never')", "print('never')")
+    _lesson(lessons / "02_after.ipynb", "print('never reached')")
+    return lessons
+
+
+def test_run_injects_parameters_and_stops_at_a_failing_cell(tmp_lessons, tmp_path, capsys):
+    out = tmp_path / "out" / "notebooks"
+    code = cli.main(["run", "--profile", "smoke", "--seed", "7", "--notebooks-dir", str(tmp_lessons), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "01_broken" in err and "boom = 1 / 0  # this cell fails" in err and "ZeroDivisionError" in err
+
+    where = nbformat.read(out / "00_where.ipynb", as_version=4)
+    printed = json.loads(where.cells[-1].outputs[0]["text"])
+    assert printed == {"python": sys.executable, "cwd": str(tmp_lessons), "profile": "smoke", "seed": 7}
+    assert (out / "01_broken.ipynb").is_file(), "the partly executed notebook is kept for reading the traceback"
+    assert not (out / "02_after.ipynb").exists(), "the run stops at the first failure"
+    summary = json.loads((out.parent / "run-summary.json").read_text())
+    assert [(r["notebook"], r["ok"]) for r in summary["notebooks"]] == [("00_where", True), ("01_broken", False)]
+
+
+def test_run_only_unknown_number_lists_the_lessons(tmp_lessons, capsys):
+    code = cli.main(["run", "--only", "99", "--notebooks-dir", str(tmp_lessons)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "99" in err
+    assert all(n in err for n in ("00 (00_where)", "01 (01_broken)", "02 (02_after)"))

@@ -1,0 +1,60 @@
+"""The install routes agree: pyproject.toml, environment.yml, the Makefile and CI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+tomllib = pytest.importorskip("tomllib")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _requirements(lines) -> dict[str, str]:
+    """``{normalized name: specifier}`` for requirement strings (pip options skipped)."""
+    reqs = [Requirement(line) for line in lines if not line.strip().startswith("-")]
+    return {canonicalize_name(r.name): str(r.specifier) for r in reqs}
+
+
+@pytest.fixture(scope="module")
+def pyproject_requirements():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        lines += extra
+    return _requirements(lines)
+
+
+@pytest.fixture(scope="module")
+def environment_pip():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_sections) == 1, "environment.yml needs exactly one pip: section"
+    return pip_sections[0]
+
+
+def test_environment_yml_names_the_same_packages_as_pyproject(pyproject_requirements, environment_pip):
+    env = _requirements(environment_pip)
+    assert sorted(env) == sorted(pyproject_requirements)
+    assert env == pyproject_requirements, "same packages, but the version specifiers differ"
+    assert "-e .[dev,book]" in environment_pip
+
+
+def test_torch_is_pinned_everywhere(pyproject_requirements, environment_pip):
+    assert pyproject_requirements["torch"] == "==2.13.0"
+    assert _requirements(environment_pip)["torch"] == "==2.13.0"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^TORCH\s*:?=\s*torch==2\.13\.0\s*$", makefile, re.M), "Makefile: TORCH := torch==2.13.0"
+    assert '"$(TORCH)" -e ".[dev,book]"' in makefile, "Makefile: pin torch in the same pip command as unikit"
+
+
+def test_ci_runs_make_test():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert script.startswith("#!/usr/bin/env bash")
+    assert "set -euo pipefail" in script
+    assert any(line.strip() == "make test" for line in script.splitlines())

@@ -1,0 +1,132 @@
+"""The ``unikit`` command.
+
+Each subcommand is one ``add_<name>(subparsers)`` function that adds its parser and
+sets ``handler`` (a function ``handler(args) -> int | None``); :data:`SUBCOMMANDS`
+lists them. A unikit error (any ``ValueError`` subclass raised by unikit) prints
+``error: <message>`` and exits 2, with no traceback; a failing lesson exits 1.
+
+    unikit run --profile smoke --only 00 03
+    unikit book
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .runtime import PROFILES
+
+
+# --------------------------------------------------------------------------- run
+
+
+def add_run(subparsers) -> None:
+    from .run import EXECUTED_DIR, NOTEBOOKS_DIR
+
+    p = subparsers.add_parser("run", help="execute the lessons (notebooks/NN_*.ipynb) with papermill",
+                              description="Execute the lessons in order with papermill, injecting PROFILE "
+                                          "(and SEED when given); executed copies go to build/notebooks/.")
+    p.add_argument("--profile", choices=PROFILES, default="teach",
+                   help="smoke: seconds per lesson (CI); teach: meaningful on a laptop CPU (default); gpu: real Janus-Pro")
+    p.add_argument("--only", nargs="+", metavar="NN", help="run only these lessons, by number prefix (e.g. --only 00 03)")
+    p.add_argument("--seed", type=int, help="inject SEED into every lesson (default: each lesson's own)")
+    p.add_argument("--out", default=str(EXECUTED_DIR), metavar="DIR", help="where the executed notebooks go (default build/notebooks)")
+    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), metavar="DIR", help="where the lessons are (default notebooks/)")
+    p.set_defaults(handler=handle_run)
+
+
+def handle_run(args) -> int:
+    from .run import NotebookFailed, run_notebooks
+
+    try:
+        run_notebooks(args.profile, only=args.only, seed=args.seed, out_dir=args.out, notebooks_dir=args.notebooks_dir)
+    except NotebookFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- book
+
+
+def add_book(subparsers) -> None:
+    from .run import BUILD_DIR, EXECUTED_DIR
+
+    p = subparsers.add_parser("book", help="build the HTML book from the executed lessons (offline)",
+                              description="Build the Jupyter Book from book/ and the executed lessons "
+                                          "(run `unikit run --profile teach` first).")
+    p.add_argument("--executed", default=str(EXECUTED_DIR), metavar="DIR", help="the executed notebooks (default build/notebooks)")
+    p.add_argument("--out", default=str(BUILD_DIR / "book"), metavar="DIR", help="where the book goes (default build/book)")
+    p.set_defaults(handler=handle_book)
+
+
+def handle_book(args) -> int:
+    from .run import build_book
+
+    build_book(executed_dir=args.executed, out_dir=args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------- world
+
+
+def add_world(subparsers) -> None:
+    p = subparsers.add_parser("world", help="the concept world (UnifyBench-mini)")
+    sub = p.add_subparsers(dest="world_command", required=True)
+    e = sub.add_parser("export", help="write the concepts in UnifyBench's per-concept layout",
+                       description="Write every concept (or --concept ...) as UnifyBench-style folders: info.json, "
+                                   "conversations.json, recognitions, test/ QA and t2i conditions, images, edits.")
+    e.add_argument("directory", help="where to write (must be empty unless --overwrite)")
+    e.add_argument("--concept", nargs="+", metavar="NAME|CARD", help="concept names or card paths (default: all)")
+    e.add_argument("--overwrite", action="store_true", help="replace a non-empty directory")
+    e.add_argument("--image-size", type=int, default=32, help="image size in pixels (default 32)")
+    e.set_defaults(handler=handle_world_export)
+
+
+def handle_world_export(args) -> int:
+    from .unifybench import export_world
+
+    folders = export_world(args.directory, args.concept, overwrite=args.overwrite, image_size=args.image_size)
+    print(f"wrote {len(folders)} concepts to {args.directory}: {', '.join(f.name for f in folders)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- registry
+# To add a subcommand: write `add_<name>(subparsers)` (it adds a parser and calls
+# `set_defaults(handler=...)`), keep heavy imports inside the functions so that
+# `unikit --help` stays fast, and append it to SUBCOMMANDS below.
+
+SUBCOMMANDS = [
+    add_run,
+    add_book,
+    add_world,
+    # ---- other subcommands go here (world export, judge, pretrain, ...) ----
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unikit", description="Teach and probe personalized unified multimodal models.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def _is_unikit_error(e: BaseException) -> bool:
+    return isinstance(e, ValueError) and type(e).__module__.split(".")[0] == "unikit"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.handler(args)
+    except ValueError as e:
+        if not _is_unikit_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

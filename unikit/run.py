@@ -1,0 +1,271 @@
+"""Run the lessons and build the book.
+
+:func:`run_notebooks` executes ``notebooks/NN_*.ipynb`` in number order with
+papermill, injecting ``PROFILE`` (and ``SEED`` when given) into each notebook's
+``parameters`` cell, and saves the executed copies in ``build/notebooks/``. Each
+notebook runs with ``notebooks/`` as its working directory, on a kernel that is this
+very interpreter (``sys.executable``), so the lessons see the same packages as the
+command that ran them.
+
+:func:`build_book` stages ``book/`` and the executed notebooks in
+``build/book-src/`` and builds them with Jupyter Book into ``build/book/``. The book
+never executes anything itself (``execute_notebooks: "off"``): what it shows is what
+``unikit run`` computed. Every lesson present in ``notebooks/`` becomes a chapter.
+
+From the shell: ``unikit run --profile teach`` then ``unikit book`` (``make book``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .cache import write_json
+from .runtime import check_profile
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BOOK_DIR = REPO_ROOT / "book"
+BUILD_DIR = REPO_ROOT / "build"
+EXECUTED_DIR = BUILD_DIR / "notebooks"
+KERNEL_NAME = "unikit"
+
+_LESSON = re.compile(r"^(\d\d)_\w+\.ipynb$")
+
+
+class RunError(ValueError):
+    """A run or book that cannot start as asked; the message says what to do instead."""
+
+
+class NotebookFailed(RuntimeError):
+    """A cell of a lesson raised. Carries the notebook, the cell and every result so far."""
+
+    def __init__(self, notebook: str, cell_index: int | None, first_line: str, error: str, output: Path, results: list[dict]):
+        self.notebook, self.cell_index, self.first_line = notebook, cell_index, first_line
+        self.error, self.output, self.results = error, output, results
+        where = f" in cell {cell_index} ({first_line!r})" if cell_index is not None else ""
+        super().__init__(f"{notebook} failed{where}: {error}\n"
+                         f"  the partly executed notebook, with the traceback, is {output}")
+
+
+# --------------------------------------------------------------------------- lessons
+
+
+def find_notebooks(notebooks_dir=NOTEBOOKS_DIR) -> list[Path]:
+    """The lessons ``NN_topic.ipynb`` in ``notebooks_dir``, in number order."""
+    return sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if _LESSON.match(p.name))
+
+
+def select_notebooks(notebooks: list[Path], only=None) -> list[Path]:
+    """Keep the lessons whose number prefix is in ``only`` (``["00", "3"]``); all if empty."""
+    if not only:
+        return list(notebooks)
+    by_number = {p.name[:2]: p for p in notebooks}
+    wanted = [str(n).zfill(2) for n in only]
+    unknown = [n for n in wanted if n not in by_number]
+    if unknown:
+        available = ", ".join(f"{n} ({p.stem})" for n, p in by_number.items()) or "none"
+        raise RunError(f"no lesson numbered {', '.join(unknown)}; available: {available}")
+    return [p for p in notebooks if p.name[:2] in wanted]
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+def _kernel_python(name: str) -> str | None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        return KernelSpecManager().get_kernel_spec(name).argv[0]
+    except NoSuchKernel:
+        return None
+
+
+def _install_kernel(prefix: Path) -> None:
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name="Python (unikit)", prefix=str(prefix))
+
+
+def ensure_kernel() -> str:
+    """Make the Jupyter kernel ``unikit`` start this interpreter; return its name.
+
+    The spec goes into ``sys.prefix`` (the venv: nothing is registered for the user
+    or the system). If that is not writable, or another ``unikit`` spec shadows it,
+    a private spec under ``build/`` is put first on ``JUPYTER_PATH`` for this process.
+    """
+    if _kernel_python(KERNEL_NAME) == sys.executable:
+        return KERNEL_NAME
+    try:
+        _install_kernel(Path(sys.prefix))
+    except OSError:
+        pass
+    if _kernel_python(KERNEL_NAME) != sys.executable:
+        private = BUILD_DIR / "jupyter"
+        _install_kernel(private)
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(private / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")]))
+    found = _kernel_python(KERNEL_NAME)
+    if found != sys.executable:
+        raise RunError(f"the Jupyter kernel {KERNEL_NAME!r} starts {found}, not {sys.executable}; remove that kernel spec")
+    return KERNEL_NAME
+
+
+def _kernel_config():
+    """Encrypt the kernel's local channels when pyzmq can (and so skip ipykernel's warning)."""
+    import zmq
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _first_line(source: str) -> str:
+    return next((line.strip() for line in source.splitlines() if line.strip()), "")
+
+
+def _print_table(results: list[dict], echo=print) -> None:
+    width = max([len("notebook")] + [len(r["notebook"]) for r in results])
+    echo(f"{'notebook':<{width}}  {'seconds':>8}  ok")
+    for r in results:
+        echo(f"{r['notebook']:<{width}}  {r['seconds']:>8.1f}  {'yes' if r['ok'] else 'NO'}")
+
+
+def run_notebooks(profile: str, only=None, seed: int | None = None, out_dir=EXECUTED_DIR,
+                  notebooks_dir=NOTEBOOKS_DIR, quiet: bool = False) -> list[dict]:
+    """Execute the lessons in order; return one ``{"notebook", "seconds", "ok", ...}`` per lesson.
+
+    Executed copies go to ``out_dir``; a summary goes to ``out_dir/../run-summary.json``.
+    Stops at the first failing lesson and raises :class:`NotebookFailed` (the summary
+    and the partly executed copy are written first). ``only`` selects lessons by
+    number prefix; ``seed`` is injected as ``SEED`` only when given.
+    """
+    echo = _silent if quiet else print
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    check_profile(profile)
+    notebooks = find_notebooks(notebooks_dir)
+    if not notebooks:
+        raise RunError(f"no lessons (NN_topic.ipynb) in {notebooks_dir}")
+    selected = select_notebooks(notebooks, only)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = out_dir.parent / "run-summary.json"
+    kernel = ensure_kernel()
+    engine_config = _kernel_config()
+    parameters = {"PROFILE": profile} | ({"SEED": int(seed)} if seed is not None else {})
+
+    results: list[dict] = []
+    failure = None
+    for i, path in enumerate(selected, 1):
+        output = out_dir / path.name
+        echo(f"[{i}/{len(selected)}] {path.stem} ...", end=" ", flush=True)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(path), str(output), parameters=parameters, kernel_name=kernel,
+                cwd=str(Path(notebooks_dir)), progress_bar=False, log_output=False, config=engine_config,
+            )
+            ok, error = True, None
+        except PapermillExecutionError as e:
+            ok, error = False, f"{e.ename}: {e.evalue}"
+            failure = NotebookFailed(path.name, e.cell_index, _first_line(e.source), error, output, results)
+        except Exception as e:  # the kernel died (out of memory?), a cell timed out, ...
+            ok, error = False, f"{type(e).__name__}: {e}"
+            failure = NotebookFailed(path.name, None, "", error, output, results)
+        seconds = round(time.perf_counter() - start, 2)
+        results.append({"notebook": path.stem, "seconds": seconds, "ok": ok, "error": error,
+                        "profile": profile, "seed": seed, "output": str(output)})
+        echo(f"{'ok' if ok else 'FAILED'} ({seconds:.1f} s)", flush=True)
+        if failure:
+            break
+
+    write_json(summary_path, {"profile": profile, "seed": seed, "python": sys.executable, "notebooks": results})
+    echo()
+    _print_table(results, echo)
+    echo(f"summary: {summary_path}")
+    if failure:
+        raise failure
+    return results
+
+
+# --------------------------------------------------------------------------- book
+
+
+def _book_notebook(source: Path, target: Path) -> None:
+    """Copy an executed lesson for the book, hiding papermill's injected-parameters cell."""
+    nb = json.loads(source.read_text())
+    for cell in nb.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    target.write_text(json.dumps(nb, indent=1))
+
+
+def stage_book(executed_dir=EXECUTED_DIR, stage_dir=BUILD_DIR / "book-src", book_dir=BOOK_DIR,
+               notebooks_dir=NOTEBOOKS_DIR) -> Path:
+    """Copy ``book/`` and the executed lessons into ``stage_dir``, with a generated ``_toc.yml``.
+
+    Every lesson in ``notebooks_dir`` becomes a chapter ``notebooks/NN_topic``; chapters
+    listed in ``book/_toc.yml`` that are not lessons are kept, before the lessons.
+    """
+    lessons = find_notebooks(notebooks_dir)
+    if not lessons:
+        raise RunError(f"no lessons (NN_topic.ipynb) in {notebooks_dir}")
+    executed_dir = Path(executed_dir)
+    missing = [p.stem for p in lessons if not (executed_dir / p.name).is_file()]
+    if missing:
+        raise RunError(f"no executed copy of {', '.join(missing)} in {executed_dir}; "
+                       f"run `unikit run --profile teach` first (or `make book`, which does both)")
+
+    stage_dir = Path(stage_dir)
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    shutil.copytree(book_dir, stage_dir, ignore=shutil.ignore_patterns("_build", "_toc.yml", ".ipynb_checkpoints"))
+    (stage_dir / "notebooks").mkdir()
+    for p in lessons:
+        _book_notebook(executed_dir / p.name, stage_dir / "notebooks" / p.name)
+
+    toc = yaml.safe_load((Path(book_dir) / "_toc.yml").read_text())
+    kept = [c for c in (toc.get("chapters") or []) if not str(c.get("file", "")).startswith("notebooks/")]
+    toc["chapters"] = kept + [{"file": f"notebooks/{p.stem}"} for p in lessons]
+    (stage_dir / "_toc.yml").write_text("# Generated by `unikit book` from book/_toc.yml and notebooks/.\n"
+                                        + yaml.safe_dump(toc, sort_keys=False))
+    return stage_dir
+
+
+def build_book(executed_dir=EXECUTED_DIR, out_dir=BUILD_DIR / "book", book_dir=BOOK_DIR,
+               notebooks_dir=NOTEBOOKS_DIR, quiet: bool = False) -> Path:
+    """Build the HTML book from the executed lessons; return the path of its ``index.html``.
+
+    Runs offline: nothing is executed and nothing is fetched.
+    """
+    echo = _silent if quiet else print
+    out_dir = Path(out_dir).resolve()
+    stage_dir = stage_book(executed_dir, out_dir.parent / f"{out_dir.name}-src", book_dir, notebooks_dir)
+    echo(f"building the book from {stage_dir} ...", flush=True)
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())", "build", str(stage_dir), "--path-output", str(out_dir), "--builder", "html"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log_path = out_dir / "build.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(proc.stdout + proc.stderr)
+    index = out_dir / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or not index.is_file():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise RunError(f"jupyter-book failed (exit {proc.returncode}); full log in {log_path}:\n{tail}")
+    echo(f"built in {time.perf_counter() - start:.0f} s; open {index}")
+    return index
