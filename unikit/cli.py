@@ -91,6 +91,32 @@ def handle_world_export(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- pretrain
+
+
+def add_pretrain(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="pretrain the base model (image tokenizer, then the rest) on the world",
+                              description="Pretrain a small Janus on the world's generic objects; writes the model, "
+                                          "metrics.json, history.json and MODEL_CARD.md to --out.")
+    p.add_argument("--profile", default="teach", help="smoke (seconds) or teach (the shipped default, ~1 h on 2 cores)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: the cache)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=handle_pretrain)
+
+
+def handle_pretrain(args) -> int:
+    from .pretrain import TARGETS, pretrain
+
+    _, metrics, _ = pretrain(args.profile, out=args.out, resume=args.resume, seed=args.seed)
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            target = f"  (target >= {TARGETS[k]})" if k in TARGETS else ""
+            print(f"{k:>16}: {v:.3f}{target}")
+    print(f"wall time: {metrics['seconds'] / 60:.1f} min")
+    return 0
+
+
 # --------------------------------------------------------------------------- registry
 # To add a subcommand: write `add_<name>(subparsers)` (it adds a parser and calls
 # `set_defaults(handler=...)`), keep heavy imports inside the functions so that
@@ -100,6 +126,7 @@ SUBCOMMANDS = [
     add_run,
     add_book,
     add_world,
+    add_pretrain,
     # ---- other subcommands go here (world export, judge, pretrain, ...) ----
 ]
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from . import concepts, world
 from .cache import atomic_path
-from .vq import unit_to_uint8
+from .vq import adapt_for_flat_images, unit_to_uint8
 
 DEFAULT_MODEL_DIR = concepts.DATA_DIR / "base_model"
 MAKE_DEFAULT = "unikit pretrain --profile teach --out data/base_model"
@@ -46,6 +46,7 @@ SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "sep": "<sep>",
 EXTRA_WORDS = (",", "!", ":", ";", "describe", "both", "images", "same", "different")
 SPLIT_PATTERN = r"'s\b|[?.,!;:]"
 INFO_FILE = "unikit.json"
+VQ_ADAPTED = "vq_affine_output_norms"  # unikit.json flag: re-apply vq.adapt_for_flat_images on load
 
 # Sizes per profile; both read 32px images with patch 4 (8x8 = 64 understanding tokens)
 # and write an 8x8 VQ grid (two downsamplings: len(channel_multiplier) - 1 = 2).
@@ -285,10 +286,12 @@ def build_model(profile: str = "teach", seed: int = 0, attn_implementation: str 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = JanusForConditionalGeneration(config)
+        adapt_for_flat_images(model.model.vqmodel, reinit=True)
     _set_generation_ids(model, tok)
     model.eval()
     processor = build_processor(tok, config.vision_config.image_size, config.vision_config.num_image_tokens)
-    return UnifiedModel(model, processor, source=f"built:{profile}", profile=profile, info={"profile": profile})
+    return UnifiedModel(model, processor, source=f"built:{profile}", profile=profile,
+                        info={"profile": profile, VQ_ADAPTED: True})
 
 
 def _set_generation_ids(model, tok) -> None:
@@ -427,6 +430,8 @@ def load_model(path_or_name=None, attn_implementation: str = "eager", dtype=torc
     _set_generation_ids(model, processor.tokenizer)
     info_file = path / INFO_FILE
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    if info.get(VQ_ADAPTED):
+        adapt_for_flat_images(model.model.vqmodel)
     return UnifiedModel(model, processor, source=str(path_or_name or path), profile=info.get("profile"), info=info)
 
 

@@ -164,8 +164,8 @@ def render(scene: Scene, image_size: int = IMAGE_SIZE) -> np.ndarray:
             region = {
                 "top": yy < cy - r * 0.1,
                 "bottom": yy > cy + r * 0.1,
-                "sides": np.abs(xx - cx) > r * 0.42,
-                "band": np.abs(xx - cx) < r * 0.36,
+                "sides": np.abs(xx - cx) > r * 0.5,
+                "band": np.abs(xx - cx) < r * 0.28,
             }[scene.mark]
             canvas[body & region] = COLOURS[scene.mark_colour]
         if scene.pattern == "striped":

@@ -1,0 +1,462 @@
+"""Pretraining the kit's base model on the world's generic objects.
+
+Two phases, each resumable from its last checkpoint:
+
+1. **The image tokenizer** (``JanusVQVAE``), trained from scratch by running its parts
+   (:mod:`unikit.vq`), with dead-code restarts. Its reconstructions cap what generation
+   can ever show, so it is gated on the judge reading every attribute of them.
+2. **Everything else** (vision encoder, aligners, language model, heads) on a mixture of
+   tasks, the tokenizer frozen and the corpus's VQ codes cached once:
+
+   - understanding: captioning, VQA, yes/no recognition ("is there a red circle in this
+     image?") and *same object?* on image pairs (the pairs differ by the mark alone half
+     the time, so the understanding path learns to see what words cannot name);
+   - text-to-image: caption -> VQ codes through the generation head, with caption dropout
+     matching the unconditional prompt ``generate`` builds for guidance;
+   - instruction editing: source image through the understanding path + instruction ->
+     target codes ("make the hat blue", "remove the toy").
+
+Held-out shape+colour pairs (:data:`unikit.world.HELDOUT_PAIRS`) never appear in any task.
+
+Output directory: the model (``save_pretrained``, safetensors) with its processor,
+``metrics.json`` (judge-scored quality on held-out data), ``history.json`` (loss curves)
+and ``MODEL_CARD.md`` (config, seed, command, wall time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import model as M
+from . import vq as V
+from . import world
+from .cache import atomic_path, write_json
+from .world import Scene
+
+TASKS = ("caption", "vqa", "recognition", "same", "t2i", "edit")
+CAPTION_Q = "describe the image."
+SAME_Q = "is the object in both images the same?"
+
+
+@dataclass
+class PretrainConfig:
+    """Sizes and schedules of one pretraining run."""
+
+    profile: str
+    seed: int = 0
+    vq_steps: int = 3000
+    vq_batch: int = 64
+    vq_lr: float = 2e-3
+    vq_restart_every: int = 50
+    corpus: int = 12000  # generic scenes rendered and VQ-encoded once
+    lm_steps: int = 6000
+    lm_batch: int = 32
+    lm_lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    mix: dict = field(default_factory=lambda: {"caption": 1, "vqa": 1, "recognition": 1, "same": 1, "t2i": 3, "edit": 2})
+    caption_dropout: float = 0.1
+    checkpoint_every: int = 500
+    eval_n: int = 200  # held-out examples per metric
+    guidance: float = 3.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CONFIGS = {
+    "smoke": PretrainConfig("smoke", vq_steps=30, vq_batch=16, corpus=256, lm_steps=24, lm_batch=8,
+                            warmup=5, checkpoint_every=12, eval_n=8),
+    "teach": PretrainConfig("teach", vq_steps=1500, vq_batch=32, corpus=12000, lm_steps=2600, lm_batch=32,
+                            checkpoint_every=250),
+}
+
+
+class PretrainError(ValueError):
+    """Bad pretraining input (unknown profile, an output directory holding something else)."""
+
+
+def pretrain_config(profile: str, **overrides) -> PretrainConfig:
+    if profile not in CONFIGS:
+        raise PretrainError(f"no pretraining profile {profile!r}; choose one of {', '.join(CONFIGS)} "
+                            f"(the gpu profile loads Janus-Pro instead of pretraining)")
+    return dataclasses.replace(CONFIGS[profile], **overrides)
+
+
+# --------------------------------------------------------------------------- task examples
+
+
+def recognition_example(sc: Scene, rng: random.Random) -> tuple[str, str]:
+    """"is there a <pattern> <colour> <shape> in this image?" -> yes/no (half true, half one attribute off)."""
+    shape, colour, pattern = sc.shape, sc.colour, sc.pattern
+    truth = sc.present and rng.random() < 0.5
+    if not truth:
+        which = rng.choice(("shape", "colour", "pattern"))
+        if which == "shape":
+            shape = rng.choice([s for s in world.SHAPES if s != sc.shape])
+        elif which == "colour":
+            colour = rng.choice([c for c in world.COLOURS if c != sc.colour])
+        else:
+            pattern = rng.choice([p for p in world.PATTERNS if p != sc.pattern])
+    return f"is there {world._article(pattern)} {pattern} {colour} {shape} in this image?", "yes" if truth else "no"
+
+
+def same_object_pair(rng: random.Random) -> tuple[Scene, Scene, str]:
+    """Two scenes of the same object (new layout, background, items) or of a look-alike that differs in mark."""
+    a = world.random_scene(rng, mark_prob=0.8, item_prob=0.2)
+    layout = dict(background=rng.choice(tuple(world.BACKGROUNDS)), **world.random_layout(rng))
+    b = world.random_scene(rng, mark_prob=0.8, item_prob=0.2, shape=a.shape, colour=a.colour, pattern=a.pattern,
+                           mark=a.mark, mark_colour=a.mark_colour, **layout)
+    if rng.random() < 0.5:
+        return a, b, "yes"
+    marks = [(world.NONE, world.NONE)] + [(m, c) for m in world.MARKS for c in world.COLOURS if c != a.colour]
+    marks.remove((a.mark, a.mark_colour))
+    m, c = rng.choice(marks)
+    return a, b.replace(mark=m, mark_colour=c), "no"
+
+
+@dataclass
+class Corpus:
+    """Generic scenes with their renders ``uint8[N, 32, 32, 3]`` and VQ codes ``long[N, 8, 8]``,
+    plus edit pairs (source index, instruction, target render, target codes)."""
+
+    scenes: list[Scene]
+    images: np.ndarray
+    codes: torch.Tensor
+    edit_src: list[int]
+    edit_instr: list[str]
+    edit_images: np.ndarray
+    edit_codes: torch.Tensor
+
+
+@torch.no_grad()
+def build_corpus(um: M.UnifiedModel, n: int, seed: int, batch: int = 512) -> Corpus:
+    """Render ``n`` generic scenes (no held-out pairs) and half as many edits; VQ-encode both once."""
+    rng = random.Random(seed)
+    scenes = [world.random_scene(rng, item_prob=0.35) for _ in range(n)]
+    edit_src = list(range(n // 2))
+    edits = [world.random_edit(scenes[i], rng) for i in edit_src]
+    images = world.render_many(scenes)
+    targets = world.render_many([t for _, t in edits])
+    enc = lambda x: torch.cat([V.vq_encode(um, x[i:i + batch]) for i in range(0, len(x), batch)])  # noqa: E731
+    return Corpus(scenes, images, enc(images), edit_src, [e for e, _ in edits], targets, enc(targets))
+
+
+def task_batch(task: str, corpus: Corpus, size: int, rng: random.Random):
+    """One batch of one task: ``(images, prompts, answers_or_codes)``."""
+    idx = [rng.randrange(len(corpus.scenes)) for _ in range(size)]
+    scenes = [corpus.scenes[i] for i in idx]
+    if task == "caption":
+        return corpus.images[idx], [CAPTION_Q] * size, [world.caption(s) for s in scenes]
+    if task == "vqa":
+        qa = [rng.choice(world.vqa_pairs(s)) for s in scenes]
+        return corpus.images[idx], [q for q, _ in qa], [a for _, a in qa]
+    if task == "recognition":
+        qa = [recognition_example(s, rng) for s in scenes]
+        return corpus.images[idx], [q for q, _ in qa], [a for _, a in qa]
+    if task == "same":
+        pairs = [same_object_pair(rng) for _ in range(size)]
+        images = [np.stack([world.render(a), world.render(b)]) for a, b, _ in pairs]
+        return images, [SAME_Q] * size, [y for _, _, y in pairs]
+    if task == "t2i":
+        return None, [world.caption(s) for s in scenes], corpus.codes[idx]
+    if task == "edit":
+        e = [rng.randrange(len(corpus.edit_src)) for _ in range(size)]
+        src = corpus.images[[corpus.edit_src[i] for i in e]]
+        return src, [corpus.edit_instr[i] for i in e], corpus.edit_codes[e]
+    raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+
+
+def task_loss(um: M.UnifiedModel, task: str, batch, caption_dropout: float, generator=None) -> torch.Tensor:
+    images, prompts, target = batch
+    if task == "t2i":
+        return M.t2i_loss(um, prompts, target, caption_dropout=caption_dropout, generator=generator)
+    if task == "edit":
+        return M.edit_loss(um, images, prompts, target, caption_dropout=caption_dropout, generator=generator)
+    return M.understanding_loss(um, images, prompts, target)
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def _checkpoint(out: Path) -> Path:
+    return out / "checkpoint"
+
+
+def _save_state(um, path: Path, state: dict) -> None:
+    """Model (safetensors) + optimizer/schedule state (torch.save of tensors and plain data), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        M.save_model(um, path=tmp / "model")
+        torch.save(state, tmp / "state.pt")
+
+
+def _load_state(path: Path):
+    um = M.load_model(path / "model")
+    return um, torch.load(path / "state.pt", weights_only=True)
+
+
+def train_vq(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, start: int = 0, opt_state=None,
+             save=None, progress: bool = True) -> None:
+    """Phase 1: the tokenizer on fresh renders each step (generic scenes, held-out pairs included:
+    the tokenizer is not part of the compositional test)."""
+    vq = um.vq
+    vq.train()
+    opt = torch.optim.Adam(vq.parameters(), lr=cfg.vq_lr)
+    if opt_state:
+        opt.load_state_dict(opt_state)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    usage = torch.zeros(um.codebook_size, dtype=torch.long)
+    latents = []
+    bar = tqdm(range(start, cfg.vq_steps), desc="tokenizer", disable=not progress, initial=start, total=cfg.vq_steps)
+    for step in bar:
+        rng = random.Random(cfg.seed * 1_000_003 + step)
+        images = world.render_many([world.random_scene(rng, allow_heldout=True, item_prob=0.35)
+                                    for _ in range(cfg.vq_batch)])
+        lr = cfg.vq_lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / cfg.vq_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        stats = {}
+        loss, _ = V.vq_loss(vq, images, stats=stats)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        usage += V.code_usage(stats["ids"], um.codebook_size)
+        latents.append(stats["latents"])
+        history.setdefault("vq", []).append([step, stats["recon_loss"], stats["embedding_loss"]])
+        if (step + 1) % cfg.vq_restart_every == 0 and step + 1 < cfg.vq_steps * 0.8:
+            restarted = V.restart_dead_codes(vq, torch.cat(latents), usage, generator=gen)
+            history.setdefault("vq_restarts", []).append([step, restarted, int((usage > 0).sum())])
+            usage.zero_()
+            latents = []
+        if progress:
+            bar.set_postfix(recon=f"{stats['recon_loss']:.4f}")
+        if save and (step + 1) % cfg.checkpoint_every == 0:
+            save("vq", step + 1, opt.state_dict())
+    vq.eval()
+
+
+def _lm_parameters(um: M.UnifiedModel):
+    vq_ids = {id(p) for p in um.vq.parameters()}
+    return [p for p in um.model.parameters() if id(p) not in vq_ids]
+
+
+def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: dict, start: int = 0,
+             opt_state=None, save=None, progress: bool = True) -> None:
+    """Phase 2: every part but the tokenizer, on the task mixture (one task per step, drawn by weight)."""
+    for p in um.vq.parameters():
+        p.requires_grad_(False)
+    params = _lm_parameters(um)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lm_lr, betas=(0.9, 0.98))
+    if opt_state:
+        opt.load_state_dict(opt_state)
+    um.model.train()
+    um.vq.eval()
+    tasks = [t for t in TASKS if cfg.mix.get(t, 0) > 0]
+    weights = [cfg.mix[t] for t in tasks]
+    bar = tqdm(range(start, cfg.lm_steps), desc="model", disable=not progress, initial=start, total=cfg.lm_steps)
+    for step in bar:
+        rng = random.Random(cfg.seed * 1_000_003 + 7919 * step + 1)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        task = rng.choices(tasks, weights)[0]
+        lr = cfg.lm_lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + np.cos(np.pi * step / cfg.lm_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = task_loss(um, task, task_batch(task, corpus, cfg.lm_batch, rng), cfg.caption_dropout, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        history.setdefault("lm", []).append([step, task, float(loss.detach())])
+        if progress and step % 10 == 0:
+            bar.set_postfix(task=task, loss=f"{float(loss):.3f}")
+        if save and (step + 1) % cfg.checkpoint_every == 0:
+            save("lm", step + 1, opt.state_dict())
+    um.model.eval()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _all_right(read: dict, expected: dict) -> bool:
+    return all(read[k] == v for k, v in expected.items())
+
+
+@torch.no_grad()
+def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, guidance: float = 3.0,
+                  batch: int = 50, tasks=("vq", "caption", "vqa", "recognition", "same", "t2i", "edit")) -> dict:
+    """Judge-scored quality on held-out examples (fresh seeds, never trained on). Fractions in [0, 1]."""
+    from .judge import expected_reading
+
+    rng = random.Random(seed)
+    um.model.eval()
+    out = {}
+    chunks = lambda xs: [xs[i:i + batch] for i in range(0, len(xs), batch)]  # noqa: E731
+    scenes = [world.random_scene(rng, item_prob=0.35) for _ in range(n)]
+    images = world.render_many(scenes)
+    if "vq" in tasks:
+        pool = [world.random_scene(rng, allow_heldout=True, item_prob=0.35) for _ in range(n)]
+        recon = np.concatenate([V.vq_decode(um, V.vq_encode(um, world.render_many(c))) for c in chunks(pool)])
+        reads = judge.read(recon)
+        out["vq_recon_judge"] = float(np.mean([_all_right(r, expected_reading(s)) for r, s in zip(reads, pool)]))
+        out["vq_recon_mse"] = float(np.mean((recon.astype(np.float32) - world.render_many(pool)) ** 2) / 255**2)
+    if "caption" in tasks:
+        ans = sum((M.answer(um, images[i:i + batch], [CAPTION_Q] * len(images[i:i + batch]), max_new_tokens=24)
+                   for i in range(0, n, batch)), [])
+        out["caption"] = float(np.mean([a == world.caption(s) for a, s in zip(ans, scenes)]))
+    if "vqa" in tasks:
+        qa = [rng.choice(world.vqa_pairs(s)) for s in scenes]
+        ans = sum((M.answer(um, images[i:i + batch], [q for q, _ in qa[i:i + batch]], max_new_tokens=4)
+                   for i in range(0, n, batch)), [])
+        out["vqa"] = float(np.mean([a == t for a, (_, t) in zip(ans, qa)]))
+    if "recognition" in tasks:
+        qa = [recognition_example(s, rng) for s in scenes]
+        ans = sum((M.answer(um, images[i:i + batch], [q for q, _ in qa[i:i + batch]], max_new_tokens=2)
+                   for i in range(0, n, batch)), [])
+        out["recognition"] = float(np.mean([a == t for a, (_, t) in zip(ans, qa)]))
+    if "same" in tasks:
+        pairs = [same_object_pair(rng) for _ in range(n)]
+        imgs = [np.stack([world.render(a), world.render(b)]) for a, b, _ in pairs]
+        ans = sum((M.answer(um, imgs[i:i + batch], [SAME_Q] * len(imgs[i:i + batch]), max_new_tokens=2)
+                   for i in range(0, n, batch)), [])
+        out["same_object"] = float(np.mean([a == y for a, (_, _, y) in zip(ans, pairs)]))
+    if "t2i" in tasks:
+        for key, allow in (("t2i_seen", False), ("t2i_heldout", True)):
+            if allow:
+                pool = [world.random_scene(rng, item_prob=0.35, shape=s, colour=c, allow_heldout=True)
+                        for s, c in sorted(world.HELDOUT_PAIRS) for _ in range(max(1, n // 4))][:n]
+            else:
+                pool = [world.random_scene(rng, item_prob=0.35) for _ in range(n)]
+            gen = np.concatenate([M.generate_images(um, [world.caption(s) for s in c], guidance=guidance,
+                                                    seed=seed + i) for i, c in enumerate(chunks(pool))])
+            reads = judge.read(gen)
+            want = [{k: expected_reading(s)[k] for k in (*world.NAMEABLE, "present")} for s in pool]
+            out[key] = float(np.mean([_all_right(r, w) for r, w in zip(reads, want)]))
+    if "edit" in tasks:
+        pairs = [(s, *world.random_edit(s, rng)) for s in scenes]
+        res = np.concatenate([M.edit_image(um, world.render_many([s for s, _, _ in c]), [e for _, e, _ in c],
+                                           guidance=guidance, seed=seed + i) for i, c in enumerate(chunks(pairs))])
+        reads = judge.read(res)
+        out["edit"] = float(np.mean([_all_right(r, expected_reading(t)) for r, (_, _, t) in zip(reads, pairs)]))
+    return out
+
+
+TARGETS = {"vq_recon_judge": 0.95, "t2i_seen": 0.90, "caption": 0.95, "vqa": 0.90, "recognition": 0.95, "edit": 0.80}
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int = 0, progress: bool = True,
+             judge=None, **overrides) -> tuple[M.UnifiedModel, dict, dict]:
+    """Pretrain a base model. Returns ``(model, metrics, history)`` and writes them to ``out``.
+
+    ``out`` defaults to the cache (``pretrain/<profile>-<hash>``). With ``resume`` an
+    interrupted run continues from its last checkpoint (same config required).
+    """
+    from . import cache
+    from .judge import load_judge
+
+    cfg = pretrain_config(profile, seed=seed, **overrides)
+    out = Path(out) if out else cache.artifact_dir("pretrain", profile, cfg.as_dict())
+    ckpt = _checkpoint(out)
+    if out.exists() and any(out.iterdir()) and not resume and not (out / "metrics.json").exists() and not ckpt.exists():
+        raise PretrainError(f"{out} is not empty and holds no unikit pretraining run; choose another --out")
+    t0 = time.time()
+    history: dict = {}
+    phase, step, opt_state, elapsed = "vq", 0, None, 0.0
+    if resume and ckpt.exists():
+        um, state = _load_state(ckpt)
+        if state["config"] != cfg.as_dict():
+            raise PretrainError(f"the checkpoint in {ckpt} was made with another config; resume with the same "
+                                f"profile/options or delete {ckpt}")
+        phase, step, opt_state, history, elapsed = (state["phase"], state["step"], state["opt"],
+                                                    json.loads(state["history"]), state["elapsed"])
+        print(f"resuming {profile} pretraining at {phase} step {step}")
+    else:
+        um = M.build_model(profile, seed=seed)
+    torch.manual_seed(seed)
+    seconds = {}
+
+    def save(ph, st, opt):
+        _save_state(um, ckpt, {"phase": ph, "step": st, "opt": opt, "history": json.dumps(history),
+                               "config": cfg.as_dict(), "elapsed": elapsed + time.time() - t0})
+
+    if phase == "vq":
+        t = time.time()
+        train_vq(um, cfg, history, start=step, opt_state=opt_state, save=save, progress=progress)
+        seconds["tokenizer"] = time.time() - t
+        phase, step, opt_state = "lm", 0, None
+        save("lm", 0, None)
+    t = time.time()
+    corpus = build_corpus(um, cfg.corpus, seed)
+    seconds["corpus"] = time.time() - t
+    t = time.time()
+    train_lm(um, corpus, cfg, history, start=step, opt_state=opt_state, save=save, progress=progress)
+    seconds["model"] = time.time() - t
+    t = time.time()
+    judge = judge or load_judge()
+    metrics = evaluate_base(um, judge, n=cfg.eval_n, guidance=cfg.guidance)
+    seconds["evaluation"] = time.time() - t
+    total = elapsed + time.time() - t0
+    metrics.update(seconds=round(total, 1), phase_seconds={k: round(v, 1) for k, v in seconds.items()},
+                   profile=profile, seed=seed, targets=TARGETS)
+    um.info.update(profile=profile, seed=seed, pretrain_config=cfg.as_dict())
+    command = "unikit pretrain --profile {} --seed {} --out {}".format(profile, seed, out)
+    with atomic_path(out) as tmp:
+        M.save_model(um, path=tmp)
+        write_json(tmp / "metrics.json", metrics)
+        (tmp / "history.json").write_text(json.dumps(history) + "\n")
+        (tmp / "MODEL_CARD.md").write_text(model_card(um, cfg, metrics, command))
+    return um, metrics, history
+
+
+def model_card(um: M.UnifiedModel, cfg: PretrainConfig, metrics: dict, command: str) -> str:
+    table = M.parameter_table(um)
+    rows = "\n".join(f"| {k} | {v:,} |" for k, v in table.items())
+    quality = "\n".join(f"| {k} | {metrics.get(k, float('nan')):.3f} | {TARGETS.get(k, '(report)')} |"
+                        for k in ("vq_recon_judge", "t2i_seen", "t2i_heldout", "caption", "vqa", "recognition",
+                                  "same_object", "edit"))
+    return f"""# The kit's base model ({cfg.profile} profile)
+
+A small `JanusForConditionalGeneration` pretrained from scratch on the concept world's generic
+objects by `unikit.pretrain` (image tokenizer, then every other part on captioning, VQA,
+recognition, same-object pairs, text-to-image and instruction editing). No personal concept
+was seen. Held-out shape+colour pairs: {sorted(world.HELDOUT_PAIRS)}.
+
+- command: `{command}`
+- seed: {cfg.seed}
+- wall time: {metrics['seconds'] / 60:.1f} min on {torch.get_num_threads()} CPU threads ({metrics['phase_seconds']})
+- python {sys.version.split()[0]}, torch {torch.__version__}
+
+## Parameters
+
+| part | parameters |
+|---|---|
+{rows}
+
+## Quality (judge-scored, held-out examples)
+
+| metric | value | target |
+|---|---|---|
+{quality}
+
+## Config
+
+```json
+{json.dumps(cfg.as_dict(), indent=1)}
+```
+"""
