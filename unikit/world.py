@@ -162,8 +162,8 @@ def render(scene: Scene, image_size: int = IMAGE_SIZE) -> np.ndarray:
         canvas[body] = COLOURS[scene.colour]
         if scene.mark != NONE:
             region = {
-                "top": yy < cy - r * 0.1,
-                "bottom": yy > cy + r * 0.1,
+                "top": yy < cy - r * 0.4,
+                "bottom": yy > cy + r * 0.4,
                 "sides": np.abs(xx - cx) > r * 0.5,
                 "band": np.abs(xx - cx) < r * 0.28,
             }[scene.mark]

@@ -1,0 +1,101 @@
+"""Pretraining on the smoke profile: the whole pipeline, resume after an interruption, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from unikit import model as M
+from unikit import pretrain as P
+from unikit import vq as V
+from unikit import world
+
+METRIC_KEYS = {"vq_recon_judge", "t2i_seen", "t2i_heldout", "caption", "vqa", "recognition", "edit"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain") / "smoke"
+    um, metrics, history = P.pretrain("smoke", out=out, progress=False)
+    return out, um, metrics, history
+
+
+def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
+    out, um, metrics, history = smoke_run
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "metrics.json", "history.json", "MODEL_CARD.md"):
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(saved) and saved["profile"] == "smoke" and saved["seconds"] > 0
+    assert all(0.0 <= saved[k] <= 1.0 for k in METRIC_KEYS)
+    # every task of the mixture trained, and the tokenizer's curve was kept
+    assert {task for _, task, _ in history["lm"]} == set(P.TASKS)
+    assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps
+    loaded = M.load_model(out)
+    assert V.is_adapted(loaded.vq)
+    img = world.render_many(world.generic_scenes(2, seed=1))
+    assert M.answer(loaded, img, ["what colour is the background?"] * 2) == M.answer(um, img, ["what colour is the background?"] * 2)
+    assert "unikit pretrain --profile smoke" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_tokenizer_stays_frozen_while_the_rest_trains():
+    um = M.build_model("smoke")
+    cfg = P.pretrain_config("smoke", lm_steps=3)
+    corpus = P.build_corpus(um, 32, seed=0)
+    before_vq = {k: v.clone() for k, v in um.vq.state_dict().items()}
+    before_head = um.model.model.generation_head.proj_out.weight.clone() if hasattr(
+        um.model.model.generation_head, "proj_out") else next(um.model.model.generation_head.parameters()).clone()
+    P.train_lm(um, corpus, cfg, {}, progress=False)
+    assert all(torch_equal(before_vq[k], v) for k, v in um.vq.state_dict().items())
+    after_head = um.model.model.generation_head.proj_out.weight if hasattr(
+        um.model.model.generation_head, "proj_out") else next(um.model.model.generation_head.parameters())
+    assert not torch_equal(before_head, after_head)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_train_lm = P.train_lm
+    calls = {"n": 0}
+
+    def interrupted(um, corpus, cfg, history, start=0, opt_state=None, save=None, progress=True):
+        calls["n"] += 1
+        if calls["n"] == 1:  # first attempt: checkpoint at step 12, then "crash"
+            real_train_lm(um, corpus, P.dataclasses.replace(cfg, lm_steps=12), history, start, opt_state, save, progress)
+            save("lm", 12, None)
+            raise KeyboardInterrupt
+        assert start == 12  # the second attempt starts where the first stopped
+        return real_train_lm(um, corpus, cfg, history, start, opt_state, save, progress)
+
+    monkeypatch.setattr(P, "train_lm", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        P.pretrain("smoke", out=out, progress=False)
+    assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
+    _, metrics, history = P.pretrain("smoke", out=out, resume=True, progress=False)
+    assert (out / "metrics.json").is_file()
+    assert [s for s, _, _ in history["lm"]] == list(range(P.CONFIGS["smoke"].lm_steps))
+
+
+def test_bad_input_is_refused(tmp_path):
+    with pytest.raises(P.PretrainError, match="no pretraining profile 'huge'.*smoke, teach"):
+        P.pretrain_config("huge")
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(P.PretrainError, match="not empty"):
+        P.pretrain("smoke", out=foreign, progress=False)
+
+
+def test_same_object_pairs_differ_only_by_mark_when_negative():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        a, b, y = P.same_object_pair(rng)
+        assert (a.shape, a.colour, a.pattern) == (b.shape, b.colour, b.pattern)
+        assert ((a.mark, a.mark_colour) == (b.mark, b.mark_colour)) == (y == "yes")
+        assert not np.array_equal(world.render(a), world.render(b)) or y == "yes"
