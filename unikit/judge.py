@@ -227,20 +227,9 @@ def similarity(judge: Judge, images_a, images_b) -> float:
     return float((fa @ fb.T).mean())
 
 
-_TWIN_MARK = {"top": "bottom", "bottom": "top", "sides": "band", "band": "sides"}
-
-
-def _twin(scene: Scene) -> Scene | None:
-    """Body and mark colours swapped, the mark on the complementary part (None if unmarked)."""
-    if scene.mark == NONE:
-        return None
-    return scene.replace(colour=scene.mark_colour, mark_colour=scene.colour, mark=_TWIN_MARK[scene.mark])
-
-
 def _canonical(scene: Scene, image: np.ndarray | None = None) -> Scene:
     """The scene a perfect judge reads from ``render(scene)``: ``scene`` itself, unless its mark
-    is hidden (by items or pattern) or it renders exactly like its twin whose mark comes first
-    in ``world.MARKS``."""
+    is hidden (by items or pattern). (No two identities render alike: ``tests/test_world.py``.)"""
     if not scene.present or scene.mark == NONE:
         return scene
     image = world.render(scene) if image is None else image
@@ -250,10 +239,6 @@ def _canonical(scene: Scene, image: np.ndarray | None = None) -> Scene:
                       and bool(np.all(image == world.COLOURS[scene.mark_colour], axis=-1).any()))
     if not surely_visible and np.array_equal(image, world.render(unmarked)):
         return unmarked
-    if world.MARKS.index(scene.mark) > world.MARKS.index(_TWIN_MARK[scene.mark]):
-        twin = _twin(scene)
-        if np.array_equal(image, world.render(twin)):
-            return twin
     return scene
 
 
@@ -261,10 +246,7 @@ def expected_reading(scene: Scene, image: np.ndarray | None = None) -> dict[str,
     """What a perfect judge reads from ``render(scene)``.
 
     Subject attributes are "none" when the subject is absent; the mark is "none" when
-    items and pattern hide it completely. If the scene renders pixel-identical to its
-    *twin* (body and mark colours swapped, mark on the complementary part), nothing can
-    tell them apart; the reading is the one whose mark comes first in ``world.MARKS``.
-    ``image`` (``render(scene)``, if at hand) saves a render.
+    items and pattern hide it completely. ``image`` (``render(scene)``, if at hand) saves a render.
     """
     scene = _canonical(scene, image)
     out = {k: scene.value(k) for k in ATTRIBUTES}
@@ -276,7 +258,7 @@ def expected_reading(scene: Scene, image: np.ndarray | None = None) -> dict[str,
 @functools.lru_cache(maxsize=1024)
 def _readable_identities(identity: tuple) -> frozenset:
     """The identity readings a render of a concept with ``identity`` can have: its own, plus
-    its twin's if they render alike at some size (see :func:`expected_reading`)."""
+    "no mark" at sizes where items or pattern hide the mark (see :func:`expected_reading`)."""
     shape, colour, pattern, mark, mark_colour = identity
     out = {identity}
     for size in range(13, 18):
