@@ -317,11 +317,6 @@ def concept_data(card: ConceptCard, n_train: int = 10, n_test: int = 5, n_random
                        test_recognition, test_randoms, test_hards)
 
 
-def understanding_prompt(card: ConceptCard, question: str, concept_prefix: str = "") -> str:
-    """``"<bo> is <prefix>." + question`` (UniCTokens' understanding template); no prefix -> the question alone."""
-    return f"{card.token} is {concept_prefix}. {question}" if concept_prefix else question
-
-
 def prompt_words() -> set[str]:
     """Words the concept data and prompts use beyond world captions (for the tokenizer)."""
     words = {"is", "in", "this", "image", "?", "yes", "no", "tell", "me", "about", ".", "a", "photo", "of", "its",

@@ -59,6 +59,3 @@ def setup(seed: int = 0, device: str = "auto", threads: int | None = None) -> to
         torch.set_num_threads(n)
     return pick_device(device)
 
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -302,19 +301,7 @@ def generic_scenes(n: int, seed: int = 0, **kwargs) -> list[Scene]:
     return [random_scene(rng, **kwargs) for _ in range(n)]
 
 
-def all_nameable_subjects(include_heldout: bool = True) -> Iterator[tuple[str, str, str]]:
-    """Every (shape, colour, pattern) combination the language can name."""
-    for shape in SHAPES:
-        for colour in COLOURS:
-            if include_heldout or (shape, colour) not in HELDOUT_PAIRS:
-                for pattern in PATTERNS:
-                    yield shape, colour, pattern
-
-
 # --------------------------------------------------------------------------- editing
-
-EDIT_KINDS = ("recolour_item", "remove_item", "add_item", "background")
-
 
 def random_edit(scene: Scene, rng: random.Random) -> tuple[str, Scene]:
     """One instruction edit of a generic scene. Returns ``(instruction, target_scene)``."""
