@@ -1,0 +1,530 @@
+"""Concept tokens: a few new vocabulary rows that carry one concept, trained while the model stays frozen.
+
+A concept ``bo`` gets an identifier ``<bo>`` and named groups of learnable tokens
+(UniCTokens: 1 identifier + 16 shared + 8 understanding + 8 generation; OmniPersona: 16
+per task)::
+
+    identifier     <bo>
+    shared         <bo_s0> <bo_s1> ...      used by every task
+    understanding  <bo_u0> ...              "<bo> is <bo_s0><bo_s1><bo_u0>. " + question
+    generation     <bo_g0> ...              "a photo of <bo_s0> <bo_s1> <bo_g0> <bo>"
+    editing        <bo_e0> ...              "put <bo_s0> <bo_s1> <bo_e0> <bo>'s hat on it"
+
+**Only the new rows train.** The tokens enter the vocabulary the ordinary way
+(``tokenizer.add_tokens`` + ``resize_token_embeddings``), then every weight of the model is
+frozen. The values that learn live *outside* the model: per group one ``Parameter`` of input
+rows ``[k, D]`` and one of output-head rows ``[k, D]``. Two forward hooks put them in place
+at use time:
+
+- the input embedding's output ``[B, L, D]`` takes the Parameter row wherever the id is one
+  of the concept's (``torch.where`` on a gathered lookup: differentiable, nothing written
+  into the weight);
+- the output head's logits ``[..., V]`` get their concept columns replaced by
+  ``hidden @ output_rows.T``.
+
+So every function of :mod:`unikit.model` (answer, losses, generation, attention maps) runs
+unchanged, the optimizer holds state for ``[k, D]`` tensors only, and no vocabulary-sized
+gradient is ever made. (Textual Inversion trains the whole embedding and restores the other
+rows after each step; AdamW's weight decay would otherwise move them.) Several concepts can
+be attached to one model at once: their ids are disjoint.
+
+Tokens are saved alone (:func:`save_concept_tokens`, one safetensors file) together with the
+identity of the base model they were trained on (:func:`base_model_hash`), so loading them
+into another model is refused instead of silently giving nonsense.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import weakref
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .cache import atomic_path
+
+GROUPS = ("identifier", "shared", "understanding", "generation", "editing")
+GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 16 per task); teach scales down
+    "smoke": {"shared": 2, "understanding": 1, "generation": 1, "editing": 1},
+    "teach": {"shared": 8, "understanding": 4, "generation": 4, "editing": 4},
+    "gpu": {"shared": 16, "understanding": 8, "generation": 8, "editing": 8},
+}
+INITS = ("class_word", "mean", "kmeans_images", "kmeans_codes")
+GROUP_LETTERS = {"shared": "s", "understanding": "u", "generation": "g", "editing": "e"}
+FORMAT = "unikit.concept_tokens/1"
+CONCEPT_TOKEN = re.compile(r"^<[a-z][a-z0-9_]*>$")
+
+_ATTACHED: "weakref.WeakKeyDictionary[torch.nn.Module, list[ConceptTokens]]" = weakref.WeakKeyDictionary()
+
+
+class ConceptTokenError(ValueError):
+    """A concept-token request that cannot be served; the message names the problem and the fix."""
+
+
+# --------------------------------------------------------------------------- k-means
+
+
+def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 25) -> torch.Tensor:
+    """Centroids ``[k, D]`` of the points ``x`` ``[N, D]`` (Lloyd's algorithm, k-means++ start).
+
+    Deterministic in ``seed``. A cluster that loses all its points keeps its centroid.
+    """
+    x = x.detach().float()
+    n = x.shape[0]
+    if k < 1:
+        raise ConceptTokenError(f"kmeans needs k >= 1, got {k}")
+    if n < k:
+        raise ConceptTokenError(f"kmeans: {n} points cannot make {k} clusters; give more images (or codes) "
+                                f"or a smaller group")
+    gen = torch.Generator().manual_seed(seed)
+    centres = [x[int(torch.randint(n, (1,), generator=gen))]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):  # k-means++: next centre drawn with probability proportional to d^2
+        weights = d2 if float(d2.sum()) > 0 else torch.ones(n)  # all points equal: draw uniformly
+        c = x[int(torch.multinomial(weights.cpu(), 1, generator=gen))]
+        centres.append(c)
+        d2 = torch.minimum(d2, ((x - c) ** 2).sum(1))
+    centroids = torch.stack(centres)
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(1)  # [N]
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)[:, None]
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        if torch.equal(new, centroids):
+            break
+        centroids = new
+    return centroids
+
+
+# --------------------------------------------------------------------------- the base model's identity
+
+
+def _base_size_from_tokenizer(tok) -> int:
+    specials = set(tok.all_special_tokens)
+    concept = [t for t in tok.get_added_vocab() if t not in specials and CONCEPT_TOKEN.match(t)]
+    return len(tok) - len(concept)
+
+
+def base_vocab_size(um) -> int:
+    """Vocabulary size without concept tokens (``um.info["base_vocab_size"]``, recorded when tokens
+    are first added; else the tokenizer's size minus its non-special ``<word>`` tokens)."""
+    if "base_vocab_size" in um.info:
+        return int(um.info["base_vocab_size"])
+    return _base_size_from_tokenizer(um.tokenizer)
+
+
+_VOLATILE_CONFIG = {"vocab_size", "transformers_version", "architectures", "dtype", "torch_dtype",
+                    "attn_implementation", "output_attentions", "output_hidden_states", "return_dict", "use_cache"}
+
+
+def _config_identity(config) -> dict:
+    parts = {p: getattr(config, p) for p in ("text_config", "vision_config", "vq_config") if hasattr(config, p)}
+    out = {}
+    for name, sub in (parts or {"config": config}).items():
+        out[name] = {k: v for k, v in sub.to_dict().items() if k not in _VOLATILE_CONFIG and not k.startswith("_")}
+    return out
+
+
+def _strided_rows(t: torch.Tensor, n: int = 64) -> bytes:
+    t = t.detach()
+    t = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
+    idx = torch.linspace(0, t.shape[0] - 1, min(n, t.shape[0])).round().long().to(t.device)
+    return t[idx].to("cpu", torch.float32).contiguous().numpy().tobytes()
+
+
+def base_model_hash(um) -> str:
+    """The base model's identity (16 hex digits), blind to concept tokens: a hash of the config
+    (text/vision/VQ configs minus the vocabulary size) and of a fingerprint of the weights
+    (strided rows of the base vocabulary's input embedding, the first layer's ``q_proj``,
+    the generation head)."""
+    model = um.model
+    h = hashlib.sha256(json.dumps(_config_identity(model.config), sort_keys=True, default=str).encode())
+    h.update(_strided_rows(model.get_input_embeddings().weight[:base_vocab_size(um)]))
+    lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
+    h.update(_strided_rows(lm.layers[0].self_attn.q_proj.weight))
+    for p in (model.model.generation_head.parameters() if hasattr(model.model, "generation_head") else ()):
+        h.update(_strided_rows(p))
+    return h.hexdigest()[:16]
+
+
+def default_group_sizes(um) -> dict[str, int]:
+    """:data:`GROUP_SIZES` of the model's profile (``teach`` when it has none)."""
+    return dict(GROUP_SIZES.get(um.profile or "", GROUP_SIZES["teach"]))
+
+
+# --------------------------------------------------------------------------- the tokens
+
+
+def _check_groups(groups: dict) -> None:
+    valid = GROUPS[1:]
+    for g, k in groups.items():
+        if g == "identifier":
+            raise ConceptTokenError(f"the identifier is always added (one token); give only the groups "
+                                    f"{', '.join(valid)}")
+        if g not in valid:
+            raise ConceptTokenError(f"unknown token group {g!r}; valid groups: {', '.join(valid)}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConceptTokenError(f"group {g!r} has size {k!r}; a group needs a whole number >= 1 of tokens "
+                                    f"(leave the group out to have none)")
+
+
+class ConceptTokens:
+    """One concept's tokens, the learnable rows behind them and the hooks that use them.
+
+    ``groups``: token names per group (``"identifier"`` first), ``ids``: their ids,
+    ``rows[group]``: ``(input Parameter [k, D], output Parameter [k, D])``, ``biases[group]``:
+    output-bias Parameter ``[k]`` when the head has a bias. Make one with :func:`add_concept`
+    or :func:`load_concept_tokens`.
+    """
+
+    def __init__(self, concept: str, class_word: str, base_hash: str, base_source: str = ""):
+        self.concept, self.class_word = concept, class_word
+        self.identifier = f"<{concept}>"
+        self.base_hash, self.base_source = base_hash, base_source
+        self.groups: dict[str, list[str]] = {}
+        self.ids: dict[str, list[int]] = {}
+        self.rows: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
+        self.biases: dict[str, torch.nn.Parameter] = {}
+        self._model = None  # the model the hooks sit on
+        self._handles: list = []
+        self._modules: tuple = ()
+        self._table = None  # (ids in row order, sort order, sorted ids) as tensors
+        self.extra: dict = {}  # notes read from a saved file (method, stage, metrics)
+
+    # ----- names and prompts
+
+    def tokens(self) -> list[str]:
+        """Every token name, in row order."""
+        return [t for names in self.groups.values() for t in names]
+
+    def sizes(self) -> dict[str, int]:
+        return {g: len(names) for g, names in self.groups.items()}
+
+    def text(self, *groups: str) -> str:
+        """The named groups' tokens joined by spaces (groups that do not exist add nothing):
+        ``text("shared", "understanding")`` -> ``"<bo_s0> <bo_s1> <bo_u0>"``."""
+        for g in groups:
+            if g not in GROUPS:
+                raise ConceptTokenError(f"unknown token group {g!r}; valid groups: {', '.join(GROUPS)}")
+        return " ".join(t for g in groups for t in self.groups.get(g, []))
+
+    def understanding_prompt(self, question: str, groups: Sequence[str] = ("shared", "understanding")) -> str:
+        """UniCTokens' understanding format: ``"<bo> is <shared..> <und..>. " + question``
+        (groups that do not exist are skipped; with no group tokens, the question alone)."""
+        soft = self.text(*groups)
+        return f"{self.identifier} is {soft}. {question}" if soft else question
+
+    def generation_prompt(self, prompt: str, groups: Sequence[str] = ("shared", "generation")) -> str:
+        """Every ``<bo>`` in ``prompt`` expanded to ``"<shared..> <generation..> <bo>"`` (also for
+        editing instructions with ``groups=("shared", "editing")``)."""
+        soft = self.text(*groups)
+        if not soft:
+            return prompt
+        return re.sub(re.escape(self.identifier), lambda _: f"{soft} {self.identifier}", prompt)
+
+    # ----- parameters
+
+    def parameters(self, groups: Sequence[str] | None = None) -> list[torch.nn.Parameter]:
+        """The Parameters of ``groups`` (all when None) that exist, for an optimizer."""
+        if groups is not None:
+            unknown = [g for g in groups if g not in GROUPS]
+            if unknown:
+                raise ConceptTokenError(f"unknown token group(s) {unknown}; valid groups: {', '.join(GROUPS)}")
+        out = []
+        for g in self.groups:
+            if groups is None or g in groups:
+                out += list(self.rows[g]) + ([self.biases[g]] if g in self.biases else [])
+        return out
+
+    def add_group(self, um, group: str, k: int, init: str = "class_word", images=None, codes=None,
+                  seed: int = 0) -> list[int]:
+        """Add ``k`` tokens of ``group`` (initialised by ``init``, one of :data:`INITS`) to the model and
+        to these tokens; returns their ids. ``kmeans_images`` needs ``images`` (``uint8[N, 32, 32, 3]``),
+        ``kmeans_codes`` needs ``codes`` (``LongTensor[N, g, g]``)."""
+        _check_groups({group: k})
+        if group in self.groups:
+            raise ConceptTokenError(f"{self.identifier} already has {group} tokens {self.groups[group]}; "
+                                    f"a group is added once")
+        names = [f"<{self.concept}_{GROUP_LETTERS[group]}{i}>" for i in range(k)]
+        start = _initial_rows(um, self, k, init, images, codes, seed)
+        self._append(um, group, names, *start)
+        return self.ids[group]
+
+    def _append(self, um, group, names, in_rows, out_rows, bias=None) -> None:
+        if self._model is not None and self._model is not um.model:
+            raise ConceptTokenError(f"{self.identifier} is attached to another model; detach() it first")
+        ids = _add_vocabulary(um, names)
+        weight = um.model.get_input_embeddings().weight
+        as_param = lambda t: torch.nn.Parameter(t.detach().clone().to(weight.device, weight.dtype))  # noqa: E731
+        self.groups[group], self.ids[group] = list(names), ids
+        self.rows[group] = (as_param(in_rows), as_param(out_rows))
+        if bias is not None:
+            self.biases[group] = as_param(bias)
+        self._table = None
+        self._write(um, [group])  # the model's own rows match too (save_model carries them)
+        self.attach(um)
+        _reattach_all(um.model)
+
+    # ----- hooks
+
+    def _lookup(self, device):
+        if self._table is None or self._table[0].device != device:
+            ids = torch.tensor([i for g in self.groups for i in self.ids[g]], device=device)
+            order = ids.argsort()
+            self._table = (ids, order, ids[order])
+        return self._table
+
+    def _input_hook(self, module, args, output):
+        input_ids = args[0]
+        ids, order, sorted_ids = self._lookup(input_ids.device)
+        hit = torch.isin(input_ids, sorted_ids)
+        if not bool(hit.any()):
+            return None
+        rows = torch.cat([self.rows[g][0] for g in self.groups])[order]  # [K, D] in id order
+        local = torch.searchsorted(sorted_ids, input_ids).clamp(max=len(sorted_ids) - 1)
+        return torch.where(hit.unsqueeze(-1), rows[local].to(output.dtype), output)
+
+    def _head_hook(self, module, args, output):
+        hidden = args[0]  # [..., D]
+        ids, _, _ = self._lookup(output.device)
+        cols = hidden @ torch.cat([self.rows[g][1] for g in self.groups]).T.to(hidden.dtype)  # [..., K]
+        if self.biases:
+            cols = cols + torch.cat([self.biases[g] for g in self.groups]).to(cols.dtype)
+        return output.scatter(-1, ids.expand(*output.shape[:-1], len(ids)), cols.to(output.dtype))
+
+    def attach(self, um) -> "ConceptTokens":
+        """Hook the rows into the input embedding and output head of ``um`` (a UnifiedModel, or any
+        transformers model with ``get_input_embeddings``/``get_output_embeddings``); idempotent."""
+        model = um.model if hasattr(um, "processor") else um
+        modules = (model.get_input_embeddings(), model.get_output_embeddings())
+        if self._model is model and self._modules == modules:
+            return self
+        self.detach()
+        self._handles = [modules[0].register_forward_hook(self._input_hook),
+                         modules[1].register_forward_hook(self._head_hook)]
+        self._model, self._modules = model, modules
+        _ATTACHED.setdefault(model, []).append(self)
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks: the model behaves as its own weights say again."""
+        for h in self._handles:
+            h.remove()
+        if self._model is not None and self in _ATTACHED.get(self._model, []):
+            _ATTACHED[self._model].remove(self)
+        self._handles, self._model, self._modules = [], None, ()
+
+    @property
+    def attached(self) -> bool:
+        return self._model is not None
+
+    def write_into(self, um) -> None:
+        """Copy the current rows into the model's weight rows (so ``save_model`` carries them)."""
+        self._write(um, list(self.groups))
+
+    @torch.no_grad()
+    def _write(self, um, groups) -> None:
+        model = um.model
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        for g in groups:
+            ids = torch.tensor(self.ids[g], device=emb.weight.device)
+            emb.weight[ids] = self.rows[g][0].to(emb.weight.dtype)
+            head.weight[ids] = self.rows[g][1].to(head.weight.dtype)
+            if getattr(head, "bias", None) is not None and g in self.biases:
+                head.bias[ids] = self.biases[g].to(head.bias.dtype)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{g} {k}" for g, k in self.sizes().items())
+        return f"ConceptTokens({self.identifier}: {sizes}; {'attached' if self.attached else 'detached'})"
+
+
+def _reattach_all(model) -> None:
+    """After a resize, move hooks onto the model's current embedding and head modules."""
+    for ct in list(_ATTACHED.get(model, [])):
+        if ct._modules != (model.get_input_embeddings(), model.get_output_embeddings()):
+            ct.detach()
+            ct.attach(model)
+
+
+def _add_vocabulary(um, names: list[str]) -> list[int]:
+    """Add ``names`` to the tokenizer and the embedding/head (never shrinking them); freeze the model."""
+    tok, model = um.tokenizer, um.model
+    vocab = tok.get_vocab()
+    for name in names:
+        if name in vocab:
+            raise ConceptTokenError(
+                f"token {name} already exists in this model's vocabulary (concept added twice, or a name equal to a "
+                f"word the tokenizer knows). Load a fresh copy of the base model, or rename the concept "
+                f"(the card's 'name')")
+    um.info.setdefault("base_vocab_size", _base_size_from_tokenizer(tok))
+    tok.add_tokens(list(names))
+    ids = tok.convert_tokens_to_ids(list(names))
+    rows = model.get_input_embeddings().weight.shape[0]
+    if max(ids) >= rows:
+        with torch.random.fork_rng(devices=[]):  # resize draws new rows: keep the caller's random state
+            model.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
+    model.requires_grad_(False)
+    got = tok(" ".join(names), add_special_tokens=False)["input_ids"]
+    if got != ids:
+        raise ConceptTokenError(f"the tokenizer splits the new tokens {names} into ids {got}, not {ids}; "
+                                f"concept tokens need a tokenizer that matches added tokens whole")
+    return ids
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def _class_word_rows(um, class_word: str, k: int):
+    model, tok = um.model, um.tokenizer
+    word_ids = tok(class_word, add_special_tokens=False)["input_ids"]
+    if not word_ids:
+        raise ConceptTokenError(f"class word {class_word!r} gives no tokens; use init='mean'")
+    ids = torch.tensor(word_ids, device=um.device)
+    head = model.get_output_embeddings()
+    in_row = model.get_input_embeddings().weight[ids].mean(0)
+    out_row = head.weight[ids].mean(0)
+    bias = head.bias[ids].mean().expand(k) if getattr(head, "bias", None) is not None else None
+    return in_row.expand(k, -1), out_row.expand(k, -1), bias
+
+
+@torch.no_grad()
+def _initial_rows(um, ct: ConceptTokens, k: int, init: str, images=None, codes=None, seed: int = 0):
+    """``(input rows [k, D], output rows [k, D], bias [k] or None)`` for a new group."""
+    if init not in INITS:
+        raise ConceptTokenError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    in_rows, out_rows, bias = _class_word_rows(um, ct.class_word, k)
+    if init == "mean":
+        n = base_vocab_size(um)
+        head = um.model.get_output_embeddings()
+        in_rows = um.model.get_input_embeddings().weight[:n].mean(0).expand(k, -1)
+        out_rows = head.weight[:n].mean(0).expand(k, -1)
+        bias = head.bias[:n].mean().expand(k) if getattr(head, "bias", None) is not None else None
+    elif init == "kmeans_images":
+        if images is None:
+            raise ConceptTokenError("init='kmeans_images' needs images= (uint8 [N, 32, 32, 3], the concept's "
+                                    "training images)")
+        from .vq import vq_encode
+        in_rows = image_token_centroids(um, vq_encode(um, images), k, seed)
+    elif init == "kmeans_codes":
+        if codes is None:
+            raise ConceptTokenError("init='kmeans_codes' needs codes= (LongTensor [N, g, g] of VQ ids, e.g. "
+                                    "from stages.generated_codes)")
+        in_rows = image_token_centroids(um, codes, k, seed)
+    return in_rows, out_rows, bias
+
+
+@torch.no_grad()
+def image_token_centroids(um, codes, k: int, seed: int = 0) -> torch.Tensor:
+    """k-means centroids ``[k, D]`` of the language-model-space embeddings of VQ ``codes``
+    (``[N, g, g]`` -> ``prepare_embeddings_for_image_generation`` -> ``[N, g*g, D]``)."""
+    codes = torch.as_tensor(codes, dtype=torch.long, device=um.device)
+    vectors = um.model.prepare_embeddings_for_image_generation(codes.flatten(1))  # [N, T, D]
+    return kmeans(vectors.reshape(-1, vectors.shape[-1]), k, seed=seed)
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def add_concept(um, concept, groups: dict[str, int] | None = None, init: str | dict = "class_word",
+                images=None, codes=None, seed: int = 0) -> ConceptTokens:
+    """Add a concept's identifier plus ``groups`` (``{"shared": 8}``; None: every group at the
+    profile's :data:`GROUP_SIZES`) to ``um``, freeze the model, and return the attached tokens.
+
+    ``concept``: a :class:`~unikit.concepts.ConceptCard` or a name. ``init``: one of :data:`INITS`
+    for every group, or ``{group: init}``. The identifier always starts from the class word.
+    """
+    from .concepts import ConceptCard, load_concept
+
+    card = concept if isinstance(concept, ConceptCard) else load_concept(concept)
+    groups = default_group_sizes(um) if groups is None else dict(groups)
+    _check_groups(groups)
+    inits = init if isinstance(init, dict) else {g: init for g in groups}
+    ct = ConceptTokens(card.name, card.shape, base_model_hash(um), um.source)
+    with torch.no_grad():
+        ct._append(um, "identifier", [card.token], *_class_word_rows(um, card.shape, 1))
+    for g, k in groups.items():
+        ct.add_group(um, g, k, init=inits.get(g, "class_word"), images=images, codes=codes, seed=seed)
+    return ct
+
+
+def _kit_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    with contextlib.suppress(PackageNotFoundError):
+        return version("unikit")
+    return "unknown"
+
+
+def save_concept_tokens(ct: ConceptTokens, path, extra: dict | None = None) -> Path:
+    """Write ``ct`` to one safetensors file (atomically): tensors ``input.<group>``, ``output.<group>``
+    (and ``bias.<group>``), metadata naming the concept and the base model. ``extra``: JSON-able
+    notes (method, layout, metrics)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for g, (inp, out) in ct.rows.items():
+        tensors[f"input.{g}"] = inp.detach().cpu().contiguous()
+        tensors[f"output.{g}"] = out.detach().cpu().contiguous()
+        if g in ct.biases:
+            tensors[f"bias.{g}"] = ct.biases[g].detach().cpu().contiguous()
+    meta = {"format": FORMAT, "concept": ct.concept, "identifier": ct.identifier, "class_word": ct.class_word,
+            "groups": json.dumps(ct.groups), "base_hash": ct.base_hash, "base_source": str(ct.base_source),
+            "unikit_version": _kit_version(), "extra": json.dumps(extra or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def read_concept_tokens(path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(metadata, tensors)`` of a concept-token file, without a model; ``metadata["groups"]`` and
+    ``["extra"]`` decoded from JSON."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConceptTokenError(f"no concept-token file at {path}; train tokens (`unikit personalize`) or "
+                                f"check the path")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != FORMAT:
+            raise KeyError("format")
+        meta["groups"], meta["extra"] = json.loads(meta["groups"]), json.loads(meta.get("extra") or "{}")
+        for g, names in meta["groups"].items():
+            if tensors[f"input.{g}"].shape[0] != len(names) or tensors[f"output.{g}"].shape[0] != len(names):
+                raise ValueError(f"group {g} has {len(names)} names but other row counts")
+    except Exception as e:  # noqa: BLE001 -- safetensors, JSON and missing keys all mean the same here
+        raise ConceptTokenError(f"{path} is not a readable concept-token file ({type(e).__name__}: {e}); it may be "
+                                f"truncated or corrupt: re-save it with save_concept_tokens or re-train") from None
+    return meta, tensors
+
+
+def load_concept_tokens(um, path) -> ConceptTokens:
+    """Add the tokens saved at ``path`` to ``um`` (which must be the base model they were trained on,
+    without them yet) and return them attached. Outputs equal those of the model that saved them."""
+    meta, tensors = read_concept_tokens(path)
+    here = base_model_hash(um)
+    if meta["base_hash"] != here:
+        raise ConceptTokenError(
+            f"{path} was trained on base model {meta['base_source'] or '?'} (hash {meta['base_hash']}), but this "
+            f"model is {um.source or 'a built model'} (hash {here}). Load the base model the tokens were trained "
+            f"on, or re-train the tokens on this one with `unikit personalize`")
+    existing = [t for names in meta["groups"].values() for t in names if t in um.tokenizer.get_vocab()]
+    if existing:
+        raise ConceptTokenError(f"tokens {existing} already exist in this model; load {path} into a fresh copy "
+                                f"of the base model (unikit.model.load_model)")
+    dim = um.model.get_input_embeddings().weight.shape[1]
+    if any(t.shape[-1] != dim for k, t in tensors.items() if not k.startswith("bias.")):
+        raise ConceptTokenError(f"{path} holds rows of another width than this model's {dim}; load the base "
+                                f"model the tokens were trained on")
+    ct = ConceptTokens(meta["concept"], meta["class_word"], here, um.source)
+    with torch.no_grad():
+        for g, names in meta["groups"].items():
+            ct._append(um, g, names, tensors[f"input.{g}"], tensors[f"output.{g}"], tensors.get(f"bias.{g}"))
+    ct.extra = meta["extra"]
+    return ct
