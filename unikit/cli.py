@@ -117,6 +117,88 @@ def handle_pretrain(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- personalize and bench
+
+
+def add_personalize(subparsers) -> None:
+    p = subparsers.add_parser("personalize", help="teach the base model a concept with one method",
+                              description="Train concept tokens for --concept with --method on the base model; "
+                                          "writes one token file per concept (safetensors) and metrics.json.")
+    p.add_argument("--concept", nargs="+", required=True, metavar="NAME|CARD", help="concept names or card paths")
+    p.add_argument("--method", required=True, help="text_prompt, understanding_only, generation_only, separate, unictokens, ...")
+    p.add_argument("--profile", choices=PROFILES, default="teach")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", metavar="DIR", help="base model directory (default: the shipped data/base_model)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: personalized/<method>-seed<seed>)")
+    p.add_argument("--no-eval", action="store_true", help="skip the UnifyBench-mini evaluation")
+    p.set_defaults(handler=handle_personalize)
+
+
+def handle_personalize(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .cache import write_json
+    from .methods import check_method, personalize
+    from .model import load_model
+    from .tokens import save_concept_tokens
+
+    check_method(args.method)
+    out = Path(args.out or f"personalized/{args.method}-seed{args.seed}")
+    um = load_model(args.base)
+    pers = personalize(um, args.concept, args.method, args.profile, seed=args.seed, checkpoint=out / "checkpoint",
+                       progress=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, ct in pers.tokens.items():
+        save_concept_tokens(ct, out / f"{name}.safetensors",
+                            extra={"method": args.method, "seed": args.seed, "profile": args.profile,
+                                   "prompting": vars(pers.prompting)})
+    metrics = {"method": args.method, "seed": args.seed, "profile": args.profile, "train_seconds": round(pers.seconds, 1),
+               "curves": pers.curves}
+    if not args.no_eval:
+        from .evaluate import evaluate_personalized
+        from .judge import load_judge
+        from .stages import schedule
+        sched = schedule(args.profile)
+        rows = evaluate_personalized(um, pers, load_judge(progress=False), n_images=sched.eval_images,
+                                     guidance=sched.guidance, seed=1000 + args.seed)
+        metrics["rows"] = rows
+        for r in rows:
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
+    write_json(out / "metrics.json", metrics)
+    print(f"wrote {out}")
+    return 0
+
+
+def add_bench(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="UnifyBench-mini: methods x concepts x seeds, with 95% CIs",
+                              description="Personalize every concept with every method for each seed (a fresh base "
+                                          "model each time) and score them; writes results.json and a CSV beside it.")
+    p.add_argument("--profile", choices=PROFILES, default="teach")
+    p.add_argument("--methods", nargs="+", metavar="M", help="default: all methods")
+    p.add_argument("--concepts", nargs="+", metavar="NAME", help="default: all concepts in data/concepts")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--base", metavar="DIR", help="base model directory (default: the shipped data/base_model)")
+    p.add_argument("--out", metavar="FILE.json", help="default: <cache>/bench/<profile>.json (the lessons read it)")
+    p.add_argument("--fresh", action="store_true", help="ignore finished runs kept from an interrupted bench")
+    p.add_argument("--workers", type=int, default=2, help="parallel 1-thread worker processes (default 2: faster than "
+                                                           "one 2-thread process on 2 cores; 1 = in this process)")
+    p.set_defaults(handler=handle_bench)
+
+
+def handle_bench(args) -> int:
+    from .evaluate import bench, results_path, table
+
+    out = args.out or results_path(args.profile)
+    command = "unikit " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unikit") else \
+        f"unikit bench --profile {args.profile} --seeds {args.seeds}"
+    result = bench(args.profile, args.methods, args.concepts, args.seeds, out=out, base=args.base,
+                   resume=not args.fresh, command=command, workers=args.workers)
+    print(table(result["summary"]))
+    print(f"wrote {out} and its .csv ({result['seconds'] / 60:.1f} min)")
+    return 0
+
+
 # --------------------------------------------------------------------------- registry
 # To add a subcommand: write `add_<name>(subparsers)` (it adds a parser and calls
 # `set_defaults(handler=...)`), keep heavy imports inside the functions so that
@@ -127,7 +209,8 @@ SUBCOMMANDS = [
     add_book,
     add_world,
     add_pretrain,
-    # ---- other subcommands go here (world export, judge, pretrain, ...) ----
+    add_personalize,
+    add_bench,
 ]
 
 

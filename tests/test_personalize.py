@@ -1,0 +1,169 @@
+"""Methods, stages, replay and the bench on a smoke model: every method runs end to end and is scored."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unikit import evaluate as E
+from unikit import methods as P
+from unikit import model as M
+from unikit import replay as R
+from unikit import stages as S
+from unikit import tokens as T
+from unikit.judge import load_judge
+
+torch.set_num_threads(1)
+CONCEPTS = ["bo", "kiki"]
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return load_judge(progress=False)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base") / "smoke"
+    M.save_model(M.build_model("smoke", seed=0), path=path)
+    return path
+
+
+def _rows_ok(rows, method):
+    assert [r["concept"] for r in rows] == CONCEPTS
+    for r in rows:
+        assert r["method"] == method
+        for m in E.METRICS:
+            lo = -1.0 if m == "gen_similarity" else 0.0
+            assert lo <= r[m] <= 1.0, (m, r[m])
+        assert r["rec"] == pytest.approx((r["rec_pos"] + r["rec_neg"]) / 2)
+
+
+@pytest.mark.parametrize("method", list(P.METHODS))
+def test_every_method_runs_and_is_scored(method, base, judge):
+    um = M.load_model(base)
+    before = {k: v.clone() for k, v in um.model.state_dict().items()}
+    pers = P.personalize(um, CONCEPTS, method, "smoke", seed=0)
+    _rows_ok(E.evaluate_personalized(um, pers, judge, n_images=1), method)
+    if method == "text_prompt":
+        assert pers.tokens == {} and pers.prompting is None
+        return
+    assert set(pers.tokens) == set(CONCEPTS)
+    assert all(len(c) == S.SCHEDULES["smoke"].stage1_steps or len(c) > 0 for c in pers.curves.values())
+    # the base model's own rows never move: compare the rows that existed before
+    after = um.model.state_dict()
+    for k, v in before.items():
+        w = after[k]
+        if w.shape != v.shape:  # resized embedding / head: the old rows must be bit-identical
+            w = w[: v.shape[0]]
+        assert torch.equal(w, v), f"{method} changed {k}"
+
+
+def test_unictokens_stages_add_groups_in_order_and_freeze_earlier_ones(base):
+    um = M.load_model(base)
+    sched = S.schedule("smoke")
+    card_data = [S.personal_data(um, P.load_concept("bo"), sched)]
+    ct = T.add_concept(um, "bo", groups={"shared": 2})
+    S.train_stage_1_understanding(um, [ct], card_data, sched)
+    with pytest.raises(S.StageError, match="generation tokens"):
+        S.train_stage_2_generation(um, [ct], card_data, sched)
+    ct.add_group(um, "generation", 1)
+    S.train_stage_2_generation(um, [ct], card_data, sched)
+    codes = S.generated_codes(um, ct, 2, seed=0)
+    assert codes.shape == (2, um.gen_grid, um.gen_grid)
+    ct.add_group(um, "understanding", 1, init="kmeans_codes", codes=codes)
+    frozen = {g: [p.detach().clone() for p in ct.parameters(groups=(g,))] for g in ("shared", "generation")}
+    trained = [p.detach().clone() for p in ct.parameters(groups=("understanding",))]
+    S.train_stage_3_understanding(um, [ct], card_data, sched)
+    for g, rows in frozen.items():
+        assert all(torch.equal(a, b) for a, b in zip(rows, ct.parameters(groups=(g,)))), g
+    assert not all(torch.equal(a, b) for a, b in zip(trained, ct.parameters(groups=("understanding",))))
+
+
+def test_unictokens_resumes_from_its_last_stage_checkpoint(base, tmp_path, capsys):
+    um = M.load_model(base)
+    first = P.personalize(um, ["bo"], "unictokens", "smoke", seed=0, checkpoint=tmp_path, stop_after=2)
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["bo.stage1.safetensors", "bo.stage2.safetensors"]
+    um2 = M.load_model(base)  # "interrupted": a fresh process carries on from stage 2
+    second = P.personalize(um2, ["bo"], "unictokens", "smoke", seed=0, checkpoint=tmp_path)
+    assert "resuming unictokens after stage 2" in capsys.readouterr().out
+    assert set(second.curves) == {"stage1", "stage2", "stage3"}
+    assert second.curves["stage2"] == first.curves["stage2"]
+    assert (tmp_path / "bo.stage3.safetensors").is_file()
+
+
+def test_personalization_is_deterministic(base, judge):
+    rows = []
+    for _ in range(2):
+        um = M.load_model(base)
+        pers = P.personalize(um, ["bo"], "separate", "smoke", seed=3)
+        rows.append(E.evaluate_personalized(um, pers, judge, n_images=1)[0])
+    assert rows[0] == rows[1]
+
+
+def test_bad_input_gets_clear_errors(base):
+    um = M.load_model(base)
+    with pytest.raises(P.MethodError, match="available: text_prompt"):
+        P.personalize(um, ["bo"], "dreambooth", "smoke")
+    with pytest.raises(ValueError, match="unknown concept 'nobody'"):
+        P.personalize(um, ["nobody"], "separate", "smoke")
+    with pytest.raises(P.MethodError, match="listed twice"):
+        P.personalize(um, ["bo", "bo"], "separate", "smoke")
+    with pytest.raises(S.StageError, match="unknown profile"):
+        S.schedule("huge")
+
+
+def test_replay_trace_and_fallback(base):
+    um = M.load_model(base)
+    pers = P.personalize(um, ["bo"], "decoupled_replay", "smoke", seed=0)
+    tr = R.replay(um, pers, "bo", "<bo> wearing its hat")
+    assert tr.question == "what colour is the hat of <bo>?"
+    assert tr.answer is not None and tr.prompt
+    if not tr.fell_back:
+        assert tr.rewritten.startswith("<bo> wearing") and "its hat" not in tr.rewritten
+    assert "<bo_g0>" in tr.prompt  # the rewritten request is written with the generation group
+    plain = R.replay(um, pers, "bo", "<bo> on a red background")
+    assert plain.fell_back and "no example matches" in plain.note
+    assert plain.prompt == pers.generation_prompt("bo", "<bo> on a red background")
+    assert any(line.startswith("fallback:") for line in plain.lines())
+
+
+def test_ci95_and_summary():
+    assert E.mean_ci95([0.5]) == {"mean": 0.5, "ci95": None, "n": 1}
+    s = E.mean_ci95([0.2, 0.4, 0.6])
+    assert s["mean"] == pytest.approx(0.4) and s["ci95"] == pytest.approx(4.303 * 0.2 / np.sqrt(3))
+    rows = [{"method": "m", "concept": c, "seed": seed, **{k: v for k in E.METRICS}}
+            for seed, v in ((0, 0.0), (1, 1.0)) for c in ("a", "b")]
+    summary = E.summarise(rows)
+    assert summary["m"]["rec"]["mean"] == 0.5 and summary["m"]["rec"]["n"] == 2
+    assert "| m |" in E.table(summary)
+
+
+def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
+    out = tmp_path / "results.json"
+    res = E.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
+                  progress=False)
+    data = json.loads(out.read_text())
+    assert data["profile"] == "smoke" and len(data["rows"]) == 4
+    assert set(data["summary"]) == {"text_prompt", "generation_only"}
+    for v in data["summary"]["generation_only"].values():
+        assert set(v) == {"mean", "ci95", "n"} and v["n"] == 2
+    assert out.with_suffix(".csv").read_text().splitlines()[0].startswith("method,concept,seed,rec_pos")
+    assert res["rows"] == data["rows"]
+    with pytest.raises(P.MethodError, match="unknown method"):
+        E.bench("smoke", ["nope"], ["bo"], out=out, base=base, judge=judge)
+    with pytest.raises(E.BenchError, match=".json"):
+        E.bench("smoke", ["text_prompt"], ["bo"], out=tmp_path / "r.txt", base=base, judge=judge)
+
+
+def test_bench_workers_give_the_same_numbers(base, judge, tmp_path):
+    one = E.bench("smoke", ["separate"], ["bo"], seeds=2, out=tmp_path / "a.json", base=base, judge=judge,
+                  progress=False)
+    two = E.bench("smoke", ["separate"], ["bo"], seeds=2, out=tmp_path / "b.json", base=base, progress=False,
+                  workers=2)
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]  # noqa: E731
+    assert strip(one["rows"]) == strip(two["rows"])
+    assert two["workers"] == 2

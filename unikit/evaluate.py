@@ -1,0 +1,338 @@
+"""UnifyBench-mini: every method scored the same way, by exact answers and the judge.
+
+Per concept (test data never trained on, :func:`unikit.concepts.concept_data`):
+
+========================= ===================================================================
+``rec_pos``, ``rec_neg``  recognition recall on test positives / on random + hard negatives
+``rec``                   their mean (UnifyBench's "weighted" accuracy)
+``rec_hard``              recall on the hard negatives alone (same class, colour, pattern; other mark)
+``vqa``                   exact-match answers to questions about test images
+``text_qa``               exact-match answers to text-only questions (the facts)
+``gen_identity``          generated images the judge reads as *this* concept (plain and context prompts)
+``gen_similarity``        judge-feature cosine between generated and training images (CLIP-I stand-in)
+``parg``                  knowledge-driven generation: the item the fact names is drawn right
+``parg_identity``         ... and the subject is the concept
+``edit``                  personalized editing: the edited image reads exactly as the target
+========================= ===================================================================
+
+:func:`bench` runs methods x seeds over concepts and summarises means with 95% confidence
+intervals across seeds (t distribution over per-seed means of the concepts).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import model as M
+from . import world
+from .cache import atomic_path, write_json
+from .judge import expected_reading
+
+METRICS = ("rec_pos", "rec_neg", "rec", "rec_hard", "vqa", "text_qa", "gen_identity", "gen_similarity", "parg",
+           "parg_identity", "edit")
+CHUNK = 64
+
+
+def _answers(um, images: list, prompts: list[str], max_new_tokens: int = 4) -> list[str]:
+    out = []
+    for i in range(0, len(prompts), CHUNK):
+        ims = images[i:i + CHUNK]
+        out += M.answer(um, ims if any(x is not None for x in ims) else None, prompts[i:i + CHUNK],
+                        max_new_tokens=max_new_tokens)
+    return out
+
+
+def _generate(um, prompts: list[str], n: int, guidance: float, seed: int) -> np.ndarray:
+    per = max(1, CHUNK // max(1, n))
+    parts = [M.generate_images(um, prompts[i:i + per], n=n, guidance=guidance, seed=seed + i)
+             for i in range(0, len(prompts), per)]
+    return np.concatenate(parts) if parts else np.zeros((0, um.image_size, um.image_size, 3), np.uint8)
+
+
+@torch.no_grad()
+def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float = 3.0, seed: int = 0,
+                          with_images: bool = False,
+                          parts: Sequence[str] = ("understanding", "generation", "editing")) -> list[dict]:
+    """One row per concept: ``{"method", "concept", <metric>: value}`` (metrics in [0, 1],
+    ``gen_similarity`` in [-1, 1]). With ``with_images`` each row also carries ``"images"``:
+    ``{prompt: uint8[n, 32, 32, 3]}`` for the lessons' grids (and ``"replay"`` traces, with replay).
+    ``parts`` limits the evaluation (understanding alone takes a second or two)."""
+    from .concepts import concept_data
+
+    rows = []
+    for card in pers.cards:
+        d = concept_data(card)
+        imgs = {s: d.images(s) for s in ("train", "test", "test_random", "test_hard")}
+        row = {"method": pers.method, "concept": card.name}
+        if "understanding" in parts:
+            row.update(_understanding_metrics(um, pers, card, d, imgs))
+        if "generation" in parts:
+            row.update(_generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed, with_images))
+        if "editing" in parts and d.edits:
+            src = world.render_many([e["source"] for e in d.edits])
+            out = M.edit_image(um, src, [pers.editing_prompt(card.name, e["instruction"]) for e in d.edits],
+                               guidance=guidance, seed=seed)
+            reads = judge.read(out)
+            row["edit"] = float(np.mean([r == expected_reading(e["target"]) for r, e in zip(reads, d.edits)]))
+            if with_images:
+                row["edits"] = {"source": src, "result": out, "target": world.render_many([e["target"] for e in d.edits]),
+                                "instruction": [e["instruction"] for e in d.edits]}
+        rows.append(row)
+    return rows
+
+
+def _understanding_metrics(um, pers, card, d, imgs) -> dict:
+    row = {}
+    rec = d.test_recognition
+    ans = _answers(um, [imgs[r["image"][0]][r["image"][1]] for r in rec],
+                   [pers.understanding_prompt(card.name, r["question"]) for r in rec], 2)
+    right = np.array([a == r["answer"] for a, r in zip(ans, rec)])
+    pos = np.array([r["answer"] == "yes" for r in rec])
+    hard = np.array([r["image"][0] == "test_hard" for r in rec])
+    row["rec_pos"], row["rec_neg"] = float(right[pos].mean()), float(right[~pos].mean())
+    row["rec"] = (row["rec_pos"] + row["rec_neg"]) / 2
+    row["rec_hard"] = float(right[hard].mean())
+    ans = _answers(um, [imgs["test"][q["image"][1]] for q in d.vqa],
+                   [pers.understanding_prompt(card.name, q["question"]) for q in d.vqa])
+    row["vqa"] = float(np.mean([a == q["answer"] for a, q in zip(ans, d.vqa)]))
+    ans = _answers(um, [None] * len(d.text_qa), [pers.understanding_prompt(card.name, q["question"]) for q in d.text_qa])
+    row["text_qa"] = float(np.mean([a == q["answer"] for a, q in zip(ans, d.text_qa)]))
+    return row
+
+
+def _generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed, with_images) -> dict:
+    from .judge import similarity
+
+    row = {}
+    prompts = [t["prompt"] for t in d.t2i]
+    requests = [pers.generation_request(um, card.name, p) for p in prompts]
+    gen = _generate(um, [r[0] for r in requests], n_images, guidance, seed)
+    gen = gen.reshape(len(prompts), n_images, *gen.shape[1:])
+    plain = [i for i, t in enumerate(d.t2i) if t["kind"] in ("plain", "context")]
+    know = [i for i, t in enumerate(d.t2i) if t["kind"] == "knowledge"]
+    ident = [judge.identify(gen[i], [card]) for i in plain]
+    row["gen_identity"] = float(np.mean([x == card.name for xs in ident for x in xs]))
+    row["gen_similarity"] = similarity(judge, gen[0], imgs["train"])
+    hits, hits_id = [], []
+    for i in know:
+        reads = judge.read(gen[i])
+        names = judge.identify(gen[i], [card])
+        for r, name in zip(reads, names):
+            ok = all(r[k] == v for k, v in d.t2i[i]["expect"].items())
+            hits.append(ok)
+            hits_id.append(ok and name == card.name)
+    row["parg"], row["parg_identity"] = float(np.mean(hits)), float(np.mean(hits_id))
+    if with_images:
+        row["images"] = {p: gen[i] for i, p in enumerate(prompts)}
+        row["replay"] = {p: r[1] for p, r in zip(prompts, requests) if r[1] is not None}
+    return row
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci95(values: Sequence[float]) -> dict:
+    """``{"mean", "ci95", "n"}``: the half-width of a t-interval (None with fewer than 2 values)."""
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    if len(v) < 2:
+        return {"mean": float(v.mean()), "ci95": None, "n": 1}
+    t = _T95.get(len(v) - 1, 1.96)
+    return {"mean": float(v.mean()), "ci95": float(t * v.std(ddof=1) / math.sqrt(len(v))), "n": int(len(v))}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """``{method: {metric: {"mean", "ci95", "n"}}}``: per seed, the mean over concepts; then the
+    mean and 95% CI of those per-seed means across seeds."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        seeds = sorted({r["seed"] for r in mine})
+        out[method] = {}
+        for metric in METRICS:
+            per_seed = [np.mean([r[metric] for r in mine if r["seed"] == s and r.get(metric) is not None])
+                        for s in seeds if any(r.get(metric) is not None for r in mine if r["seed"] == s)]
+            if per_seed:
+                out[method][metric] = mean_ci95(per_seed)
+    return out
+
+
+def table(summary: dict, metrics: Sequence[str] = ("rec", "rec_hard", "vqa", "text_qa", "gen_identity",
+                                                    "gen_similarity", "parg", "edit")) -> str:
+    """The summary as a Markdown table: ``mean ± ci95``."""
+    metrics = [m for m in metrics if any(m in v for v in summary.values())]
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for method, vals in summary.items():
+        cells = []
+        for m in metrics:
+            v = vals.get(m)
+            cells.append("" if v is None or v["mean"] is None else
+                         f"{v['mean']:.3f}" + (f" ± {v['ci95']:.3f}" if v["ci95"] is not None else ""))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+class BenchError(ValueError):
+    """A bench request that cannot run (unknown method, empty concept list, bad output path)."""
+
+
+def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], base=None, judge=None,
+              threads: int | None = None) -> list[dict]:
+    """One (method, seed) of the bench: a fresh base model, personalize every concept, score them."""
+    from .judge import load_judge
+    from .methods import personalize
+    from .stages import schedule
+
+    if threads:
+        torch.set_num_threads(threads)
+    judge = judge or load_judge(progress=False)
+    sched = schedule(profile)
+    t = time.time()
+    um = M.load_model(base)
+    pers = personalize(um, concepts, method, profile, seed=seed, progress=False)
+    rows = evaluate_personalized(um, pers, judge, n_images=sched.eval_images, guidance=sched.guidance, seed=1000 + seed)
+    for r in rows:
+        r.update(seed=seed, train_seconds=round(pers.seconds, 1), job_seconds=round(time.time() - t, 1))
+    return rows
+
+
+def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts: Sequence[str] | None = None,
+          seeds: int = 3, out=None, base=None, judge=None, resume: bool = True, progress: bool = True,
+          command: str = "", workers: int = 1) -> dict:
+    """Run ``methods`` x ``seeds`` over ``concepts`` on a fresh copy of the base model each time.
+
+    All concepts of one (method, seed) train together in one loop. ``workers`` > 1 runs that many
+    (method, seed) jobs at once in separate 1-thread processes (on 2 cores, two 1-thread workers
+    beat one 2-thread process for models this small: ``benchmarks/bench_personalize.py``).
+
+    Writes ``out`` (``results.json``: ``{"profile", "rows", "summary", ...}``) and ``out`` with
+    suffix ``.csv`` (one row per method, concept and seed). Finished (method, seed) runs are kept
+    in ``<out>.partial.json``; with ``resume`` a re-run skips them.
+    """
+    from .concepts import available_concepts, load_concepts
+    from .methods import METHODS, check_method
+
+    methods = list(methods or METHODS)
+    for m in methods:
+        check_method(m)
+    concepts = list(concepts or available_concepts())
+    if not concepts:
+        raise BenchError("no concepts to bench")
+    load_concepts(concepts)  # unknown names fail here, before any training
+    if seeds < 1:
+        raise BenchError(f"seeds={seeds}: need at least 1")
+    if workers < 1:
+        raise BenchError(f"workers={workers}: need at least 1")
+    out = Path(out) if out else Path("results.json")
+    if out.suffix != ".json":
+        raise BenchError(f"--out {out}: give a .json path (the CSV is written beside it)")
+    partial = out.with_suffix(".partial.json")
+    rows = json.loads(partial.read_text()) if (resume and partial.is_file()) else []
+    done = {(r["method"], r["seed"]) for r in rows}
+    jobs = [(m, s) for s in range(seeds) for m in methods if (m, s) not in done]
+    t0 = time.time()
+
+    def finished(method, seed, new):
+        rows.extend(new)
+        write_json(partial, rows)
+        if progress:
+            print(f"[bench] {method:>24} seed {seed}: {new[0]['job_seconds']:.0f} s "
+                  f"(rec {np.mean([r['rec'] for r in new]):.2f}, parg {np.mean([r['parg'] for r in new]):.2f}, "
+                  f"edit {np.mean([r.get('edit', 0) for r in new]):.2f})", flush=True)
+
+    if workers == 1:
+        from .judge import load_judge
+        judge = judge or load_judge(progress=False)
+        for method, seed in jobs:
+            finished(method, seed, bench_job(profile, method, seed, concepts, base, judge))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(bench_job, profile, m, s, concepts, base, None, 1): (m, s) for m, s in jobs}
+            for f in as_completed(futures):
+                finished(*futures[f], f.result())
+    order = {(m, s): i for i, (m, s) in enumerate((m, s) for s in range(seeds) for m in methods)}
+    rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), concepts.index(r["concept"])))
+    result = {"profile": profile, "methods": methods, "concepts": concepts, "seeds": seeds,
+              "base_model": str(base or M.DEFAULT_MODEL_DIR.name), "rows": rows, "summary": summarise(rows),
+              "seconds": round(time.time() - t0, 1), "command": command, "workers": workers,
+              "torch_threads": 1 if workers > 1 else torch.get_num_threads()}
+    write_json(out, result)
+    with atomic_path(out.with_suffix(".csv")) as tmp:
+        tmp.write_text(rows_to_csv(rows))
+    partial.unlink(missing_ok=True)
+    return result
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    cols = ["method", "concept", "seed", *METRICS, "train_seconds", "job_seconds"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in cols})
+    return buf.getvalue()
+
+
+def compare(rows: list[dict], a: str, b: str, metric: str) -> dict:
+    """Does method ``a`` beat method ``b`` on ``metric``? Paired by seed: per seed, the mean over
+    concepts of ``a`` minus that of ``b``; then the mean difference and its 95% CI.
+
+    ``verdict``: "a > b" or "a < b" when the CI excludes 0, else "no clear difference" (also
+    with one seed: a single seed cannot give an interval). Returns the numbers and a sentence.
+    """
+    seeds = sorted({r["seed"] for r in rows if r["method"] == a} & {r["seed"] for r in rows if r["method"] == b})
+    if not seeds:
+        raise BenchError(f"no seed has rows of both {a!r} and {b!r}")
+    per = lambda m, s: float(np.mean([r[metric] for r in rows if r["method"] == m and r["seed"] == s]))  # noqa: E731
+    ma, mb = mean_ci95([per(a, s) for s in seeds]), mean_ci95([per(b, s) for s in seeds])
+    diff = mean_ci95([per(a, s) - per(b, s) for s in seeds])
+    lo_hi = None if diff["ci95"] is None else (diff["mean"] - diff["ci95"], diff["mean"] + diff["ci95"])
+    if lo_hi is not None and lo_hi[0] > 0:
+        verdict = f"{a} > {b}"
+    elif lo_hi is not None and lo_hi[1] < 0:
+        verdict = f"{a} < {b}"
+    else:
+        verdict = "no clear difference"
+    ci = "" if lo_hi is None else f", 95% CI [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]"
+    sentence = (f"{metric}: {a} {ma['mean']:.3f} vs {b} {mb['mean']:.3f} over {len(seeds)} seed(s); "
+                f"difference {diff['mean']:+.3f}{ci} -> {verdict}")
+    return {"a": a, "b": b, "metric": metric, "a_mean": ma["mean"], "b_mean": mb["mean"], "diff": diff["mean"],
+            "ci": lo_hi, "seeds": len(seeds), "verdict": verdict, "sentence": sentence}
+
+
+SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "data" / "bench"
+
+
+def results_path(profile: str) -> Path:
+    """Where ``unikit bench`` writes by default: ``<cache>/bench/<profile>.json``."""
+    from .cache import cache_root
+    return cache_root() / "bench" / f"{profile}.json"
+
+
+def load_results(profile: str = "teach") -> dict | None:
+    """The latest full bench results for ``profile``: the cache's, else the copy shipped in
+    ``data/bench/`` (made by the command in its ``"command"`` field), else None."""
+    for path in (results_path(profile), SHIPPED_RESULTS / f"{profile}.json"):
+        if path.is_file():
+            data = json.loads(path.read_text())
+            data["path"] = str(path)
+            return data
+    return None

@@ -1,0 +1,363 @@
+"""Personalization methods, all in one harness on the same frozen base model.
+
+A method turns concept cards into a :class:`Personalized` model: the concept tokens it trained
+(if any) and the rule that writes each task's prompt. Evaluation (:mod:`unikit.evaluate`) sees
+only that, so every method is scored the same way.
+
+================== ================================================================================
+``text_prompt``     no training: the concept described in words (its nameable attributes and facts)
+                    in every prompt. Words cannot name the identity mark.
+``understanding_only`` Yo'LLaVA-style: ``<c>`` + shared tokens trained on understanding alone
+``generation_only`` textual-inversion-style: ``<c>`` + generation tokens trained on generation alone
+``separate``        disjoint understanding and generation token sets, each trained on its own task;
+                    ``<c>`` stays at its class-word start, so nothing crosses between the tasks
+``unictokens``      UniCTokens' three stages (:mod:`unikit.stages`)
+``coupled``         one token set used by every task, trained jointly on understanding, generation
+                    and editing (text CE + l_gen * generation + l_edit * editing)
+``decoupled``       OmniPersona's layout: ``<c>`` + a dedicated group per task, a task's prompts use
+                    only its group; the same joint training
+``decoupled_replay`` decoupled + explicit knowledge replay at inference (:mod:`unikit.replay`)
+================== ================================================================================
+
+Ablations (OmniPersona's table, in :data:`ABLATIONS`): ``coupled_replay`` (no decoupling),
+``decoupled_replay_noedit`` (no editing data); ``decoupled`` is the no-replay ablation.
+
+Token-training methods get the same budget of steps per task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import model as M
+from . import stages as S
+from . import tokens as T
+from .concepts import ConceptCard, load_concept
+
+
+class MethodError(ValueError):
+    """An unknown method or a personalization that cannot run as asked."""
+
+
+@dataclass
+class Personalized:
+    """A base model taught some concepts by one method: tokens plus prompt rules."""
+
+    method: str
+    cards: list[ConceptCard]
+    tokens: dict = field(default_factory=dict)  # concept name -> ConceptTokens (attached to the model)
+    prompting: S.Prompting | None = None  # None: words instead of tokens (text_prompt)
+    curves: dict = field(default_factory=dict)  # stage -> loss per step
+    seconds: float = 0.0
+    replay: bool = False  # knowledge replay before generation
+
+    def generation_request(self, um, name: str, prompt: str):
+        """``(prompt to generate from, ReplayTrace or None)``: with replay, the request is first
+        rewritten with what the understanding path answers about the concept."""
+        if self.replay:
+            from .replay import replay
+            trace = replay(um, self, name, prompt)
+            return trace.prompt, trace
+        return self.generation_prompt(name, prompt), None
+
+    def card(self, name: str) -> ConceptCard:
+        for c in self.cards:
+            if c.name == name:
+                return c
+        raise MethodError(f"{name!r} is not one of this model's concepts: {[c.name for c in self.cards]}")
+
+    def understanding_prompt(self, name: str, question: str) -> str:
+        """The question as this method asks it (``question`` names the concept by its token)."""
+        card = self.card(name)
+        if self.prompting is None:
+            return " ".join([*(_in_words(f, card) for f in card.facts()), _in_words(question, card, article="the")])
+        return self.tokens[name].understanding_prompt(question, groups=self.prompting.understanding)
+
+    def generation_prompt(self, name: str, prompt: str) -> str:
+        card = self.card(name)
+        if self.prompting is None:
+            return " ".join([*(_in_words(f, card) for f in card.facts()), _in_words(prompt, card, article="a")])
+        return self.tokens[name].generation_prompt(prompt, groups=self.prompting.generation)
+
+    def editing_prompt(self, name: str, instruction: str) -> str:
+        card = self.card(name)
+        if self.prompting is None:
+            return " ".join([*(_in_words(f, card) for f in card.facts()), _in_words(instruction, card, article="a")])
+        return self.tokens[name].generation_prompt(instruction, groups=self.prompting.editing)
+
+
+def _in_words(text: str, card: ConceptCard, article: str = "the") -> str:
+    """``<bo>`` -> ``the plain orange circle`` (the words the base model knows)."""
+    return text.replace(card.token, f"{article} {card.pattern} {card.colour} {card.shape}")
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+def _add(um, cards, sizes: dict, pdata, init: dict | None = None) -> dict:
+    out = {}
+    for card, pd in zip(cards, pdata):
+        ct = T.add_concept(um, card, groups={})
+        for group, k in sizes.items():
+            how = (init or {}).get(group, "class_word")
+            kw = {"images": pd.train_images} if how == "kmeans_images" else {}
+            ct.add_group(um, group, k, init=how, **kw)
+        out[card.name] = ct
+    return out
+
+
+def run_text_prompt(um, cards, pdata, sched, seed, **_) -> Personalized:
+    return Personalized("text_prompt", list(cards), prompting=None)
+
+
+def run_understanding_only(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    cts = _add(um, cards, {"shared": group_sizes(um)["shared"]}, pdata)
+    p = S.Prompting(understanding=("shared",), generation=("shared",), editing=("shared",))
+    curve = S.train_tokens(um, list(cts.values()), pdata, steps=sched.stage1_steps + sched.stage3_steps,
+                           train_groups=("identifier", "shared"), weights={"understanding": 1.0}, prompting=p,
+                           sched=sched, seed=seed, stage="understanding", on_step=on_step, progress=progress)
+    return Personalized("understanding_only", list(cards), cts, p, {"understanding": curve})
+
+
+def run_generation_only(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    sizes = group_sizes(um)
+    cts = _add(um, cards, {"generation": sizes["generation"]}, pdata)
+    p = S.Prompting(understanding=("generation",), generation=("generation",), editing=("generation",))
+    curve = S.train_tokens(um, list(cts.values()), pdata, steps=sched.stage2_steps,
+                           train_groups=("identifier", "generation"), weights={"generation": 1.0}, prompting=p,
+                           sched=sched, seed=seed, stage="generation", on_step=on_step, progress=progress)
+    return Personalized("generation_only", list(cards), cts, p, {"generation": curve})
+
+
+def run_separate(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    sizes = group_sizes(um)
+    cts = _add(um, cards, {"understanding": sizes["shared"], "generation": sizes["generation"]}, pdata)
+    p = S.Prompting(understanding=("understanding",), generation=("generation",), editing=("generation",))
+    cl = list(cts.values())
+    u = S.train_tokens(um, cl, pdata, steps=sched.stage1_steps + sched.stage3_steps, train_groups=("understanding",),
+                       weights={"understanding": 1.0}, prompting=p, sched=sched, seed=seed, stage="understanding",
+                       on_step=on_step, progress=progress)
+    g = S.train_tokens(um, cl, pdata, steps=sched.stage2_steps, train_groups=("generation",),
+                       weights={"generation": 1.0}, prompting=p, sched=sched, seed=seed + 1, stage="generation",
+                       on_step=on_step, progress=progress)
+    return Personalized("separate", list(cards), cts, p, {"understanding": u, "generation": g})
+
+
+def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, checkpoint=None, stop_after: int = 3,
+                   **_) -> Personalized:
+    """UniCTokens' three stages, with a checkpoint of every concept's tokens after each stage;
+    with ``checkpoint`` (a directory) an interrupted run resumes after its last finished stage.
+    ``stop_after`` (1 or 2) stops early: the lessons run one stage each."""
+    sizes = group_sizes(um)
+    names = [c.name for c in cards]
+    curves = {}
+    done = min(_finished_stage(checkpoint, names), stop_after)
+    if done:
+        cts = {n: T.load_concept_tokens(um, Path(checkpoint) / f"{n}.stage{done}.safetensors") for n in names}
+        curves = json.loads((Path(checkpoint) / f"curves.stage{done}.json").read_text())
+        print(f"resuming unictokens after stage {done} from {checkpoint}")
+    else:
+        cts = _add(um, cards, {"shared": sizes["shared"]}, pdata, init={"shared": "kmeans_images"})
+    cl = [cts[n] for n in names]
+
+    def save(stage: int):
+        if checkpoint is None:
+            return
+        Path(checkpoint).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            T.save_concept_tokens(cts[n], Path(checkpoint) / f"{n}.stage{stage}.safetensors",
+                                  extra={"method": "unictokens", "stage": stage})
+        from .cache import write_json
+        write_json(Path(checkpoint) / f"curves.stage{stage}.json", curves)
+
+    p = S.Prompting(understanding=("shared", "understanding"), generation=("shared", "generation"),
+                    editing=("shared", "generation"))
+    if done < 1:
+        curves["stage1"] = S.train_stage_1_understanding(um, cl, pdata, sched, seed, on_step, progress)
+        save(1)
+    if stop_after == 1:
+        return Personalized("unictokens", list(cards), cts, S.Prompting(understanding=("shared",),
+                            generation=("shared",), editing=("shared",)), curves)
+    if done < 2:
+        for ct in cl:
+            ct.add_group(um, "generation", sizes["generation"], init="class_word")
+        curves["stage2"] = S.train_stage_2_generation(um, cl, pdata, sched, seed, on_step, progress)
+        save(2)
+    if stop_after == 2:
+        return Personalized("unictokens", list(cards), cts, S.Prompting(understanding=("shared",),
+                            generation=("shared", "generation"), editing=("shared", "generation")), curves)
+    if done < 3:
+        for i, ct in enumerate(cl):
+            codes = S.generated_codes(um, ct, sched.n_generated, sched.guidance, seed=seed + 100 + i)
+            ct.add_group(um, "understanding", sizes["understanding"], init="kmeans_codes", codes=codes)
+        curves["stage3"] = S.train_stage_3_understanding(um, cl, pdata, sched, seed, on_step, progress)
+        save(3)
+    return Personalized("unictokens", list(cards), cts, p, curves)
+
+
+def _run_joint(um, cards, pdata, sched, seed, layout: str, replay: bool, edits: bool = True, on_step=None,
+               progress=False) -> Personalized:
+    """One end-to-end stage on all three tasks: text CE + l_gen * generation + l_edit * editing."""
+    sizes = group_sizes(um)
+    if layout == "coupled":
+        groups = {"shared": sizes["shared"]}
+        p = S.Prompting(understanding=("shared",), generation=("shared",), editing=("shared",))
+    else:
+        groups = {"understanding": sizes["understanding"], "generation": sizes["generation"],
+                  "editing": sizes["editing"]}
+        p = S.Prompting(understanding=("understanding",), generation=("generation",), editing=("editing",))
+    cts = _add(um, cards, groups, pdata)
+    weights = {"understanding": 1.0, "generation": sched.l_gen, "editing": sched.l_edit if edits else 0.0}
+    curve = S.train_tokens(um, [cts[c.name] for c in cards], pdata, steps=sched.joint_steps,
+                           train_groups=("identifier", *groups), weights=weights, prompting=p, sched=sched,
+                           seed=seed, stage="joint", on_step=on_step, progress=progress)
+    name = layout + ("_replay" if replay else "") + ("" if edits else "_noedit")
+    return Personalized(name, list(cards), cts, p, {"joint": curve}, replay=replay)
+
+
+def run_coupled(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    return _run_joint(um, cards, pdata, sched, seed, "coupled", replay=False, on_step=on_step, progress=progress)
+
+
+def run_decoupled(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    return _run_joint(um, cards, pdata, sched, seed, "decoupled", replay=False, on_step=on_step, progress=progress)
+
+
+def run_decoupled_replay(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    return _run_joint(um, cards, pdata, sched, seed, "decoupled", replay=True, on_step=on_step, progress=progress)
+
+
+def run_coupled_replay(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    return _run_joint(um, cards, pdata, sched, seed, "coupled", replay=True, on_step=on_step, progress=progress)
+
+
+def run_decoupled_replay_noedit(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
+    return _run_joint(um, cards, pdata, sched, seed, "decoupled", replay=True, edits=False, on_step=on_step,
+                      progress=progress)
+
+
+def _finished_stage(checkpoint, names) -> int:
+    if checkpoint is None:
+        return 0
+    for stage in (3, 2, 1):
+        d = Path(checkpoint)
+        if all((d / f"{n}.stage{stage}.safetensors").is_file() for n in names) and \
+                (d / f"curves.stage{stage}.json").is_file():
+            return stage
+    return 0
+
+
+METHODS = {
+    "text_prompt": run_text_prompt,
+    "understanding_only": run_understanding_only,
+    "generation_only": run_generation_only,
+    "separate": run_separate,
+    "unictokens": run_unictokens,
+    "coupled": run_coupled,
+    "decoupled": run_decoupled,
+    "decoupled_replay": run_decoupled_replay,
+}
+ABLATIONS = {
+    "coupled_replay": run_coupled_replay,  # OmniPersona without decoupling
+    "decoupled_replay_noedit": run_decoupled_replay_noedit,  # without editing data
+}
+JOINT = {"coupled", "decoupled", "decoupled_replay", *ABLATIONS}  # methods that train on editing triplets
+
+
+def group_sizes(um) -> dict:
+    """Token-group sizes for the model's profile (teach sizes for loaded real checkpoints' gpu runs too)."""
+    return T.GROUP_SIZES.get(um.profile or "", T.GROUP_SIZES["teach"])
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS and method not in ABLATIONS:
+        raise MethodError(f"unknown method {method!r}; available: {', '.join(METHODS)} "
+                          f"(ablations: {', '.join(ABLATIONS)})")
+    return method
+
+
+def personalize(um: M.UnifiedModel, concepts: Sequence, method: str, profile: str = "teach", seed: int = 0,
+                checkpoint=None, on_step=None, progress: bool = False, stop_after: int = 3,
+                **schedule_overrides) -> Personalized:
+    """Teach ``um`` the ``concepts`` (names, cards or card paths) with ``method``; all concepts
+    train together in one loop. ``um`` is modified (tokens added): load a fresh base per method.
+
+    ``checkpoint``: a directory for stage checkpoints (``"cache"``: the kit's cache, keyed by the
+    base model, concepts, method, profile, schedule and seed), so lessons load what an earlier
+    lesson trained. ``stop_after``: UniCTokens' last stage to run (1-3).
+    """
+    check_method(method)
+    cards = [c if isinstance(c, ConceptCard) else load_concept(c) for c in concepts]
+    if not cards:
+        raise MethodError("no concepts given")
+    if len({c.name for c in cards}) != len(cards):
+        raise MethodError(f"a concept is listed twice: {[c.name for c in cards]}")
+    sched = S.schedule(profile, **schedule_overrides)
+    if checkpoint == "cache":
+        from .cache import artifact_dir
+        import dataclasses
+        checkpoint = artifact_dir("personalize", profile, {
+            "method": method, "concepts": [c.identity() + (c.name,) for c in cards], "seed": seed,
+            "base": T.base_model_hash(um), "schedule": dataclasses.asdict(sched)})
+    t0 = time.time()
+    pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits if method in JOINT else 0) for c in cards]
+    result = {**METHODS, **ABLATIONS}[method](um, cards, pdata, sched, seed, on_step=on_step, progress=progress, checkpoint=checkpoint,
+                                                stop_after=stop_after)
+    result.seconds = time.time() - t0
+    return result
+
+
+def measure_interference(um, concepts: Sequence, layout: str, profile: str = "teach", seed: int = 0, judge=None,
+                         points: int = 5) -> list[dict]:
+    """Task interference, measured: understanding accuracy while generation and editing train.
+
+    1. the layout's tokens (``coupled``: one set; ``decoupled``: a group per task) learn
+       understanding alone (``stage1_steps``);
+    2. then generation + editing train (``joint_steps``, loss l_gen * generation + l_edit * editing)
+       with the same groups as the joint stage, and understanding is re-measured ``points`` times.
+
+    Returns rows ``{"layout", "concept", "step", "rec", "rec_hard", "vqa", "text_qa"}`` (step 0 =
+    after understanding training). In ``coupled`` the generation loss moves the very rows
+    understanding reads; in ``decoupled`` only the identifier ``<c>`` is common to both.
+    """
+    from .evaluate import evaluate_personalized
+
+    if layout not in ("coupled", "decoupled"):
+        raise MethodError(f"layout {layout!r}: choose coupled or decoupled")
+    cards = [c if isinstance(c, ConceptCard) else load_concept(c) for c in concepts]
+    sched = S.schedule(profile)
+    pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits) for c in cards]
+    sizes = group_sizes(um)
+    if layout == "coupled":
+        groups, p = {"shared": sizes["shared"]}, S.Prompting(("shared",), ("shared",), ("shared",))
+    else:
+        groups = {"understanding": sizes["understanding"], "generation": sizes["generation"], "editing": sizes["editing"]}
+        p = S.Prompting(("understanding",), ("generation",), ("editing",))
+    cts = _add(um, cards, groups, pdata)
+    cl = [cts[c.name] for c in cards]
+    pers = Personalized(layout, cards, cts, p)
+    train = ("identifier", *groups)
+    S.train_tokens(um, cl, pdata, steps=sched.stage1_steps, train_groups=train, weights={"understanding": 1.0},
+                   prompting=p, sched=sched, seed=seed, stage="understanding")
+    rows = []
+
+    def measure(step):
+        for r in evaluate_personalized(um, pers, judge, parts=("understanding",)):
+            rows.append({"layout": layout, "concept": r["concept"], "step": step,
+                         **{k: r[k] for k in ("rec", "rec_hard", "vqa", "text_qa")}})
+
+    measure(0)
+    every = max(1, sched.joint_steps // points)
+
+    def on_step(stage, step, loss, ct):
+        if ct is cl[0] and (step + 1) % every == 0:
+            measure(step + 1)
+
+    S.train_tokens(um, cl, pdata, steps=every * points, train_groups=train,
+                   weights={"generation": sched.l_gen, "editing": sched.l_edit}, prompting=p, sched=sched,
+                   seed=seed + 1, stage="generation+editing", on_step=on_step, record_every=1)
+    return rows
