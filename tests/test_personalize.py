@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -167,3 +168,36 @@ def test_bench_workers_give_the_same_numbers(base, judge, tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]  # noqa: E731
     assert strip(one["rows"]) == strip(two["rows"])
     assert two["workers"] == 2
+
+
+def test_decoupled_layout_tasks_use_only_their_group_and_train_alone(base):
+    um = M.load_model(base)
+    pers = P.personalize(um, ["bo"], "decoupled", "smoke", seed=0)
+    ct = pers.tokens["bo"]
+    prompts = {"understanding": pers.understanding_prompt("bo", "is <bo> in this image?"),
+               "generation": pers.generation_prompt("bo", "a photo of <bo>"),
+               "editing": pers.editing_prompt("bo", "put <bo>'s hat on it")}
+    for task, text in prompts.items():
+        words = set(re.findall(r"<[^>]+>", text))
+        used = {g for g, names in ct.groups.items() if g != "identifier" and words & set(names)}
+        assert used == {task}, (task, text)
+    sched = S.schedule("smoke")
+    pdata = [S.personal_data(um, P.load_concept("bo"), sched, n_edits=3)]
+    others = {g: [p.detach().clone() for p in ct.parameters(groups=(g,))] for g in ("identifier", "understanding", "editing")}
+    S.train_tokens(um, [ct], pdata, steps=3, train_groups=("generation",), weights={"generation": 1.0},
+                   prompting=pers.prompting, sched=sched)
+    for g, rows in others.items():
+        assert all(torch.equal(a, b) for a, b in zip(rows, ct.parameters(groups=(g,)))), g
+
+
+def test_editing_on_a_smoke_model(base, judge):
+    um = M.load_model(base)
+    pers = P.personalize(um, ["bo"], "coupled", "smoke", seed=0)
+    row = E.evaluate_personalized(um, pers, judge, with_images=True, parts=("editing",))[0]
+    assert 0.0 <= row["edit"] <= 1.0 and "rec" not in row
+    e = row["edits"]
+    assert e["source"].shape == e["result"].shape == e["target"].shape and e["result"].dtype == np.uint8
+    assert any("<bo>" in i for i in e["instruction"])
+    with pytest.warns(M.ImageResized, match="48x48 pixels are resized to 32x32"):
+        out = M.edit_image(um, np.zeros((1, 48, 48, 3), np.uint8), [pers.editing_prompt("bo", "remove <bo>")])
+    assert out.shape == (1, 32, 32, 3)

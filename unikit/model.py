@@ -54,7 +54,7 @@ PROFILES = {
     "smoke": dict(hidden=64, layers=2, heads=2, intermediate=128, vision_hidden=64, vision_layers=1,
                   vision_heads=2, vq_base=32, vq_mult=(1, 1, 1), vq_res_blocks=1, vq_latent=32,
                   codebook=64, vq_embed_dim=8, context=256),
-    "teach": dict(hidden=256, layers=4, heads=4, intermediate=512, vision_hidden=128, vision_layers=2,
+    "teach": dict(hidden=128, layers=4, heads=4, intermediate=384, vision_hidden=128, vision_layers=2,
                   vision_heads=4, vq_base=32, vq_mult=(1, 2, 2), vq_res_blocks=1, vq_latent=64,
                   codebook=512, vq_embed_dim=8, context=320),
 }
@@ -65,6 +65,10 @@ EmbedHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 class ModelError(RuntimeError):
     """A checkpoint is missing, partial or not Janus, or a request the model cannot serve."""
+
+
+class ImageResized(UserWarning):
+    """An input image had another size than the model reads; it was resized (a notice, not an error)."""
 
 
 class OutOfVocabularyError(ValueError):
@@ -452,6 +456,11 @@ def pixel_values(um: UnifiedModel, images) -> torch.Tensor:
     arr = np.asarray(images) if isinstance(images, np.ndarray) else None
     if arr is not None and arr.ndim == 3:
         arr = arr[None]
+    if arr is not None and arr.ndim == 4 and arr.shape[1:3] != (s, s):
+        import warnings
+        warnings.warn(f"images of {arr.shape[1]}x{arr.shape[2]} pixels are resized to {s}x{s} by the image processor "
+                      f"(this model reads {s}x{s}); render or resize them to {s}x{s} yourself to avoid it",
+                      ImageResized, stacklevel=3)
     if arr is not None and arr.dtype == np.uint8 and arr.shape[1:] == (s, s, 3) and ip.do_rescale and ip.do_normalize:
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() * float(ip.rescale_factor)
         mean = torch.tensor(ip.image_mean).view(1, 3, 1, 1)
