@@ -201,3 +201,14 @@ def test_editing_on_a_smoke_model(base, judge):
     with pytest.warns(M.ImageResized, match="48x48 pixels are resized to 32x32"):
         out = M.edit_image(um, np.zeros((1, 48, 48, 3), np.uint8), [pers.editing_prompt("bo", "remove <bo>")])
     assert out.shape == (1, 32, 32, 3)
+
+
+def test_bench_scores_replay_on_the_tokens_decoupled_trained(base, judge, tmp_path):
+    res = E.bench("smoke", ["decoupled", "decoupled_replay"], ["bo"], seeds=1, out=tmp_path / "r.json", base=base,
+                  judge=judge, progress=False)
+    by = {r["method"]: r for r in res["rows"]}
+    assert set(by) == {"decoupled", "decoupled_replay"}
+    um = M.load_model(base)  # the replay row equals a separate replay run (same seed, same training)
+    pers = P.personalize(um, ["bo"], "decoupled_replay", "smoke", seed=0)
+    alone = E.evaluate_personalized(um, pers, judge, n_images=1, guidance=S.schedule("smoke").guidance, seed=1000)[0]
+    assert {k: by["decoupled_replay"][k] for k in E.METRICS} == {k: alone[k] for k in E.METRICS}

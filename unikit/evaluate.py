@@ -192,9 +192,14 @@ class BenchError(ValueError):
     """A bench request that cannot run (unknown method, empty concept list, bad output path)."""
 
 
+INFERENCE_VARIANTS = {"decoupled_replay": "decoupled", "coupled_replay": "coupled"}
+"""Methods that differ from another only at inference (replay): the bench trains once, scores both."""
+
+
 def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], base=None, judge=None,
-              threads: int | None = None) -> list[dict]:
-    """One (method, seed) of the bench: a fresh base model, personalize every concept, score them."""
+              threads: int | None = None, also: Sequence[str] = ()) -> list[dict]:
+    """One (method, seed) of the bench: a fresh base model, personalize every concept, score them.
+    ``also``: inference variants of ``method`` (:data:`INFERENCE_VARIANTS`) scored on the same tokens."""
     from .judge import load_judge
     from .methods import personalize
     from .stages import schedule
@@ -207,6 +212,12 @@ def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], bas
     um = M.load_model(base)
     pers = personalize(um, concepts, method, profile, seed=seed, progress=False)
     rows = evaluate_personalized(um, pers, judge, n_images=sched.eval_images, guidance=sched.guidance, seed=1000 + seed)
+    for variant in also:
+        if INFERENCE_VARIANTS.get(variant) != method:
+            raise BenchError(f"{variant} is not an inference variant of {method}")
+        pers.method, pers.replay = variant, variant.endswith("_replay")
+        rows += evaluate_personalized(um, pers, judge, n_images=sched.eval_images, guidance=sched.guidance,
+                                      seed=1000 + seed)
     for r in rows:
         r.update(seed=seed, train_seconds=round(pers.seconds, 1), job_seconds=round(time.time() - t, 1))
     return rows
@@ -245,27 +256,37 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     partial = out.with_suffix(".partial.json")
     rows = json.loads(partial.read_text()) if (resume and partial.is_file()) else []
     done = {(r["method"], r["seed"]) for r in rows}
-    jobs = [(m, s) for s in range(seeds) for m in methods if (m, s) not in done]
+    # one job per training: inference variants ride along with the method they share training with
+    jobs = []
+    for s in range(seeds):
+        for m in methods:
+            if (m, s) in done or (INFERENCE_VARIANTS.get(m) in methods and (INFERENCE_VARIANTS[m], s) not in done):
+                continue
+            also = [v for v, b in INFERENCE_VARIANTS.items() if b == m and v in methods and (v, s) not in done]
+            jobs.append((m, s, also))
     t0 = time.time()
 
     def finished(method, seed, new):
         rows.extend(new)
         write_json(partial, rows)
         if progress:
-            print(f"[bench] {method:>24} seed {seed}: {new[0]['job_seconds']:.0f} s "
-                  f"(rec {np.mean([r['rec'] for r in new]):.2f}, parg {np.mean([r['parg'] for r in new]):.2f}, "
-                  f"edit {np.mean([r.get('edit', 0) for r in new]):.2f})", flush=True)
+            for m in dict.fromkeys(r["method"] for r in new):
+                mine = [r for r in new if r["method"] == m]
+                print(f"[bench] {m:>24} seed {seed}: {mine[0]['job_seconds']:.0f} s "
+                      f"(rec {np.mean([r['rec'] for r in mine]):.2f}, parg {np.mean([r['parg'] for r in mine]):.2f}, "
+                      f"edit {np.mean([r.get('edit', 0) for r in mine]):.2f})", flush=True)
 
     if workers == 1:
         from .judge import load_judge
         judge = judge or load_judge(progress=False)
-        for method, seed in jobs:
-            finished(method, seed, bench_job(profile, method, seed, concepts, base, judge))
+        for method, seed, also in jobs:
+            finished(method, seed, bench_job(profile, method, seed, concepts, base, judge, also=also))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(bench_job, profile, m, s, concepts, base, None, 1): (m, s) for m, s in jobs}
+            futures = {pool.submit(bench_job, profile, m, s, concepts, base, None, 1, also): (m, s)
+                       for m, s, also in jobs}
             for f in as_completed(futures):
                 finished(*futures[f], f.result())
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for s in range(seeds) for m in methods)}

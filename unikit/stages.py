@@ -70,8 +70,8 @@ class Schedule:
 SCHEDULES = {
     "smoke": Schedule(3, 3, 3, batch=2, lr=5e-3, n_generated=2, augment_copies=1, eval_images=1, joint_steps=3,
                       n_edits=3),
-    "teach": Schedule(100, 150, 80, batch=8, lr=5e-3, n_generated=16, augment_copies=4, eval_images=4,
-                      joint_steps=200),
+    "teach": Schedule(100, 150, 80, batch=4, lr=5e-3, n_generated=16, augment_copies=4, eval_images=4,
+                      joint_steps=150),
     "gpu": Schedule(400, 600, 300, batch=8, lr=1e-3, n_generated=20, augment_copies=8, eval_images=4,
                     joint_steps=2000),
 }
