@@ -212,3 +212,14 @@ def test_bench_scores_replay_on_the_tokens_decoupled_trained(base, judge, tmp_pa
     pers = P.personalize(um, ["bo"], "decoupled_replay", "smoke", seed=0)
     alone = E.evaluate_personalized(um, pers, judge, n_images=1, guidance=S.schedule("smoke").guidance, seed=1000)[0]
     assert {k: by["decoupled_replay"][k] for k in E.METRICS} == {k: alone[k] for k in E.METRICS}
+
+
+def test_a_cached_personalization_loads_instead_of_training(base, judge, tmp_path):
+    um = M.load_model(base)
+    first = P.personalize(um, ["bo"], "decoupled_replay", "smoke", seed=0, checkpoint=tmp_path)
+    um2 = M.load_model(base)
+    again = P.personalize(um2, ["bo"], "decoupled_replay", "smoke", seed=0, checkpoint=tmp_path)
+    assert again.replay and again.curves == first.curves and again.prompting == first.prompting
+    a = E.evaluate_personalized(um, first, judge, n_images=1, parts=("understanding",))
+    b = E.evaluate_personalized(um2, again, judge, n_images=1, parts=("understanding",))
+    assert a == b

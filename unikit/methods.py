@@ -303,12 +303,41 @@ def personalize(um: M.UnifiedModel, concepts: Sequence, method: str, profile: st
         checkpoint = artifact_dir("personalize", profile, {
             "method": method, "concepts": [c.identity() + (c.name,) for c in cards], "seed": seed,
             "base": T.base_model_hash(um), "schedule": dataclasses.asdict(sched)})
+    if checkpoint is not None and method != "unictokens" and _has_final(checkpoint, cards):
+        return _load_final(um, checkpoint, cards, method)
     t0 = time.time()
     pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits if method in JOINT else 0) for c in cards]
-    result = {**METHODS, **ABLATIONS}[method](um, cards, pdata, sched, seed, on_step=on_step, progress=progress, checkpoint=checkpoint,
-                                                stop_after=stop_after)
+    result = {**METHODS, **ABLATIONS}[method](um, cards, pdata, sched, seed, on_step=on_step, progress=progress,
+                                              checkpoint=checkpoint, stop_after=stop_after)
     result.seconds = time.time() - t0
+    if checkpoint is not None and method != "unictokens":  # (unictokens saves after every stage itself)
+        _save_final(result, checkpoint)
     return result
+
+
+def _has_final(checkpoint, cards) -> bool:
+    d = Path(checkpoint)
+    return (d / "final.json").is_file() and all((d / f"{c.name}.final.safetensors").is_file() for c in cards)
+
+
+def _save_final(pers: Personalized, checkpoint) -> None:
+    from .cache import write_json
+    d = Path(checkpoint)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, ct in pers.tokens.items():
+        T.save_concept_tokens(ct, d / f"{name}.final.safetensors", extra={"method": pers.method})
+    write_json(d / "final.json", {"method": pers.method, "curves": pers.curves, "seconds": pers.seconds,
+                                  "replay": pers.replay,
+                                  "prompting": None if pers.prompting is None else vars(pers.prompting)})
+
+
+def _load_final(um, checkpoint, cards, method) -> Personalized:
+    d = Path(checkpoint)
+    meta = json.loads((d / "final.json").read_text())
+    cts = {} if meta["prompting"] is None else \
+        {c.name: T.load_concept_tokens(um, d / f"{c.name}.final.safetensors") for c in cards}
+    p = None if meta["prompting"] is None else S.Prompting(**{k: tuple(v) for k, v in meta["prompting"].items()})
+    return Personalized(method, list(cards), cts, p, meta["curves"], meta["seconds"], meta["replay"])
 
 
 def measure_interference(um, concepts: Sequence, layout: str, profile: str = "teach", seed: int = 0, judge=None,
