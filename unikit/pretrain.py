@@ -77,8 +77,8 @@ class PretrainConfig:
 CONFIGS = {
     "smoke": PretrainConfig("smoke", vq_steps=30, vq_batch=16, corpus=256, lm_steps=24, lm_batch=8,
                             warmup=5, checkpoint_every=12, eval_n=8),
-    "teach": PretrainConfig("teach", vq_steps=1500, vq_batch=32, corpus=12000, lm_steps=2600, lm_batch=32,
-                            checkpoint_every=250),
+    "teach": PretrainConfig("teach", vq_steps=1800, vq_batch=32, corpus=12000, lm_steps=6000, lm_batch=32,
+                            lm_lr=1.5e-3, checkpoint_every=250),
 }
 
 
@@ -460,3 +460,42 @@ was seen. Held-out shape+colour pairs: {sorted(world.HELDOUT_PAIRS)}.
 {json.dumps(cfg.as_dict(), indent=1)}
 ```
 """
+
+
+# --------------------------------------------------------------------------- re-checking a shipped model
+
+QUALITY_KEYS = ("vq_recon_judge", "t2i_seen", "t2i_heldout", "caption", "vqa", "recognition", "edit")
+
+
+def quality_check(um: M.UnifiedModel, judge, recorded: dict, n: int = 24, seed: int = 2024,
+                  recorded_n: int | None = None, guidance: float | None = None) -> list[dict]:
+    """Re-measure a model's recorded quality (``metrics.json``) on a fresh judged sample.
+
+    Runs :func:`evaluate_base` with ``n`` examples per metric and a ``seed`` other than the
+    one the recorded numbers used, and returns one row per metric of :data:`QUALITY_KEYS`
+    (plus ``same_object`` if recorded): ``{"metric", "recorded", "measured", "n",
+    "tolerance", "ok"}`` with ``ok = measured >= recorded - tolerance``.
+
+    The tolerance is what chance alone explains: 3 standard errors of the difference of
+    two independent binomial estimates of the same rate ``p`` (``n`` here, ``recorded_n``
+    there; default the run's ``eval_n`` from ``um.info``, else 200),
+    ``3 * sqrt(p (1 - p) (1/n + 1/recorded_n))``, plus 0.05, which lets one extra miss
+    through at ``n`` = 24 where ``p`` is near 0 or 1 and the standard error says nothing.
+    A model that really got worse by more than that fails the row.
+    """
+    missing = [k for k in QUALITY_KEYS if k not in recorded]
+    if missing:
+        raise PretrainError(f"the recorded metrics lack {missing}; re-make the model with `unikit pretrain` "
+                            f"(it writes every metric to metrics.json)")
+    run = um.info.get("pretrain_config", {})
+    recorded_n = recorded_n or int(run.get("eval_n", 200))
+    guidance = guidance or float(run.get("guidance", PretrainConfig("teach").guidance))
+    keys = [*QUALITY_KEYS, *(["same_object"] if "same_object" in recorded else [])]
+    measured = evaluate_base(um, judge, n=n, seed=seed, guidance=guidance)
+    rows = []
+    for key in keys:
+        p = float(recorded[key])
+        tolerance = 3 * float(np.sqrt(p * (1 - p) * (1 / n + 1 / recorded_n))) + 0.05
+        rows.append({"metric": key, "recorded": p, "measured": measured[key], "n": n,
+                     "tolerance": round(tolerance, 3), "ok": measured[key] >= p - tolerance})
+    return rows
