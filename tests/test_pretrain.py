@@ -56,11 +56,11 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
     def interrupted(um, corpus, cfg, history, start=0, opt_state=None, save=None, progress=True):
         calls["n"] += 1
-        if calls["n"] == 1:  # first attempt: checkpoint at step 12, then "crash"
+        if calls["n"] == 1:  # first attempt: the loop checkpoints at step 12 (optimizer state too), then "crash"
+            assert cfg.checkpoint_every == 12
             real_train_lm(um, corpus, dataclasses.replace(cfg, lm_steps=12), history, start, opt_state, save, progress)
-            save("lm", 12, None)
             raise KeyboardInterrupt
-        assert start == 12  # the second attempt starts where the first stopped
+        assert start == 12 and opt_state  # the second attempt starts where the first stopped, with Adam's state
         return real_train_lm(um, corpus, cfg, history, start, opt_state, save, progress)
 
     monkeypatch.setattr(P, "train_lm", interrupted)

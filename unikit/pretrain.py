@@ -223,7 +223,7 @@ def train_vq(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, start: int 
         rng = random.Random(cfg.seed * 1_000_003 + step)
         images = world.render_many([world.random_scene(rng, allow_heldout=True, item_prob=0.35)
                                     for _ in range(cfg.vq_batch)])
-        lr = cfg.vq_lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / cfg.vq_steps))
+        lr = float(cfg.vq_lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / cfg.vq_steps)))
         for g in opt.param_groups:
             g["lr"] = lr
         stats = {}
@@ -272,7 +272,7 @@ def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: d
         rng = random.Random(cfg.seed * 1_000_003 + 7919 * step + 1)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         task = rng.choices(tasks, weights)[0]
-        lr = cfg.lm_lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + np.cos(np.pi * step / cfg.lm_steps))
+        lr = float(cfg.lm_lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + np.cos(np.pi * step / cfg.lm_steps)))
         for g in opt.param_groups:
             g["lr"] = lr
         loss = task_loss(um, task, task_batch(task, corpus, cfg.lm_batch, rng), cfg.caption_dropout, gen)
