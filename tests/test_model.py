@@ -63,7 +63,7 @@ def test_out_of_vocabulary_words_are_listed(um):
     with pytest.raises(M.OutOfVocabularyError) as info:
         M.check_vocabulary(um.tokenizer, ["a photo of <zz>'s zebra", "a giraffe?"])
     assert info.value.words == ["<zz>", "giraffe", "zebra"]
-    assert "add_concept_tokens" in str(info.value)
+    assert "unikit.tokens.add_concept" in str(info.value)
     with pytest.raises(M.OutOfVocabularyError):
         M.answer(um, None, ["what colour is the zebra?"])
     with pytest.raises(M.OutOfVocabularyError):
@@ -72,10 +72,13 @@ def test_out_of_vocabulary_words_are_listed(um):
         um.tokenizer("zebra")
 
 
-def test_concept_tokens(batch, tmp_path):
+def test_concept_tokens_through_the_model_layer(batch, tmp_path):
+    from unikit.tokens import add_concept
+
     um = M.build_model("smoke", seed=1)
     emb_before = um.model.get_input_embeddings().weight.detach().clone()
-    ids = M.add_concept_tokens(um, ["<bo>", "<bo_s0>"], init_from="circle")
+    ct = add_concept(um, "bo", groups={"shared": 1})
+    ids = ct.ids["identifier"] + ct.ids["shared"]
     tok = um.tokenizer
     assert tok.tokenize("is <bo>'s hat red? <bo>. <bo>?") == ["is", "<bo>", "'s", "hat", "red", "?", "<bo>", ".", "<bo>", "?"]
     emb = um.model.get_input_embeddings().weight
@@ -84,7 +87,8 @@ def test_concept_tokens(batch, tmp_path):
     assert torch.equal(emb[ids[0]], emb[tok.convert_tokens_to_ids("circle")])
     loss = M.understanding_loss(um, batch["images"][:2], ["is <bo> in this image?"] * 2, ["yes", "<bo>"])
     loss.backward()
-    assert emb.grad is not None and emb.grad[ids[0]].abs().sum() > 0
+    assert emb.grad is None and ct.rows["identifier"][0].grad.abs().sum() > 0  # the model is frozen; the rows learn
+    ct.write_into(um)
     assert len(M.answer(um, None, ["what is <bo>'s toy?"])) == 1
     assert M.generate_images(um, ["<bo> wearing its hat"], seed=0).shape == (1, 32, 32, 3)
     um2 = M.load_model(M.save_model(um, path=tmp_path / "with-bo"))

@@ -77,7 +77,8 @@ class OutOfVocabularyError(ValueError):
     def __init__(self, words: Sequence[str]):
         self.words = sorted(set(words))
         concept = [w for w in self.words if w.startswith("<") and w.endswith(">")]
-        hint = (f" Concept tokens must be added first: add_concept_tokens(um, {concept})." if concept else
+        hint = (f" Concept tokens must be added first: unikit.tokens.add_concept(um, {concept[0].strip('<>')!r})."
+                if concept else
                 " The kit's tokenizer knows only the world's words (unikit.model.base_words()).")
         super().__init__(f"words not in the vocabulary: {self.words}.{hint}")
 
@@ -302,29 +303,6 @@ def _set_generation_ids(model, tok) -> None:
     gc = model.generation_config
     gc.bos_token_id, gc.eos_token_id = tok.bos_token_id, tok.eos_token_id
     gc.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-
-def add_concept_tokens(um: UnifiedModel, tokens: Sequence[str], init_from: str | None = None) -> list[int]:
-    """Add concept tokens (e.g. ``["<bo>", "<bo_s0>"]``) with ``add_tokens`` + ``resize_token_embeddings``.
-
-    New input and output rows start as a copy of ``init_from``'s rows (a word, e.g. the
-    class word) or, without it, as the mean of the existing rows. Returns the new ids.
-    Add tokens before running image generation (METHODS.md).
-    """
-    tok, model = um.tokenizer, um.model
-    new = [t for t in tokens if t not in tok.get_vocab()]
-    tok.add_tokens(list(new))
-    old_n = model.get_input_embeddings().weight.shape[0]
-    if len(tok) != old_n:
-        model.resize_token_embeddings(len(tok), mean_resizing=False)
-    ids = tok.convert_tokens_to_ids(list(tokens))
-    with torch.no_grad():
-        for emb in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
-            src = emb[tok.convert_tokens_to_ids(init_from)] if init_from else emb[:old_n].mean(0)
-            for i in ids:
-                if i >= old_n:
-                    emb[i] = src
-    return ids
 
 
 # --------------------------------------------------------------------------- load and save
