@@ -53,7 +53,7 @@ def test_every_method_runs_and_is_scored(method, base, judge):
         assert pers.tokens == {} and pers.prompting is None
         return
     assert set(pers.tokens) == set(CONCEPTS)
-    assert all(len(c) == S.SCHEDULES["smoke"].stage1_steps or len(c) > 0 for c in pers.curves.values())
+    assert pers.curves and all(len(c) > 0 and np.isfinite(c).all() for c in pers.curves.values())
     # the base model's own rows never move: compare the rows that existed before
     after = um.model.state_dict()
     for k, v in before.items():

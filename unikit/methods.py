@@ -199,17 +199,20 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
     return Personalized("unictokens", list(cards), cts, p, curves)
 
 
+def _layout(um, layout: str) -> tuple[dict, S.Prompting]:
+    """A joint-training layout's token groups and the groups each task's prompt uses:
+    ``coupled``, one set for every task; ``decoupled``, one group per task."""
+    sizes = group_sizes(um)
+    if layout == "coupled":
+        return {"shared": sizes["shared"]}, S.Prompting(("shared",), ("shared",), ("shared",))
+    tasks = ("understanding", "generation", "editing")
+    return {t: sizes[t] for t in tasks}, S.Prompting(*((t,) for t in tasks))
+
+
 def _run_joint(um, cards, pdata, sched, seed, layout: str, replay: bool, edits: bool = True, on_step=None,
                progress=False) -> Personalized:
     """One end-to-end stage on all three tasks: text CE + l_gen * generation + l_edit * editing."""
-    sizes = group_sizes(um)
-    if layout == "coupled":
-        groups = {"shared": sizes["shared"]}
-        p = S.Prompting(understanding=("shared",), generation=("shared",), editing=("shared",))
-    else:
-        groups = {"understanding": sizes["understanding"], "generation": sizes["generation"],
-                  "editing": sizes["editing"]}
-        p = S.Prompting(understanding=("understanding",), generation=("generation",), editing=("editing",))
+    groups, p = _layout(um, layout)
     cts = _add(um, cards, groups, pdata)
     weights = {"understanding": 1.0, "generation": sched.l_gen, "editing": sched.l_edit if edits else 0.0}
     curve = S.train_tokens(um, [cts[c.name] for c in cards], pdata, steps=sched.joint_steps,
@@ -360,12 +363,7 @@ def measure_interference(um, concepts: Sequence, layout: str, profile: str = "te
     cards = [c if isinstance(c, ConceptCard) else load_concept(c) for c in concepts]
     sched = S.schedule(profile)
     pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits) for c in cards]
-    sizes = group_sizes(um)
-    if layout == "coupled":
-        groups, p = {"shared": sizes["shared"]}, S.Prompting(("shared",), ("shared",), ("shared",))
-    else:
-        groups = {"understanding": sizes["understanding"], "generation": sizes["generation"], "editing": sizes["editing"]}
-        p = S.Prompting(("understanding",), ("generation",), ("editing",))
+    groups, p = _layout(um, layout)
     cts = _add(um, cards, groups, pdata)
     cl = [cts[c.name] for c in cards]
     pers = Personalized(layout, cards, cts, p)

@@ -22,6 +22,7 @@ UniCTokens' stages (METHODS.md), each a function with its own loss curve and che
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -80,7 +81,6 @@ SCHEDULES = {
 def schedule(profile: str, **overrides) -> Schedule:
     if profile not in SCHEDULES:
         raise StageError(f"unknown profile {profile!r}; choose one of {', '.join(SCHEDULES)}")
-    import dataclasses
     return dataclasses.replace(SCHEDULES[profile], **overrides)
 
 
