@@ -226,7 +226,7 @@ def test_answer_generate_edit_shapes_and_determinism(um, batch):
 
 
 def test_own_sampling_loop_matches_generate(um, batch):
-    b = M._gen_prompts(um, batch["captions"][:2])
+    b = M.generation_inputs(um, batch["captions"][:2])
     codes, _ = M.sample_image_codes(um, b["input_ids"], b["attention_mask"], guidance=3.0, seed=7)
     _, ref = M.generate_images(um, batch["captions"][:2], guidance=3.0, seed=7, return_codes=True)
     assert torch.equal(codes.view(-1, 8, 8), ref)

@@ -154,10 +154,26 @@ def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
         assert set(v) == {"mean", "ci95", "n"} and v["n"] == 2
     assert out.with_suffix(".csv").read_text().splitlines()[0].startswith("method,concept,seed,rec_pos")
     assert res["rows"] == data["rows"]
+    assert data["base_model_hash"] == T.base_model_hash(M.load_model(base))
     with pytest.raises(P.MethodError, match="unknown method"):
         E.bench("smoke", ["nope"], ["bo"], out=out, base=base, judge=judge)
     with pytest.raises(E.BenchError, match=".json"):
         E.bench("smoke", ["text_prompt"], ["bo"], out=tmp_path / "r.txt", base=base, judge=judge)
+
+
+def test_lessons_never_quote_bench_results_made_on_another_base_model(base, tmp_path, monkeypatch, capsys):
+    um = M.load_model(base)
+    cached, shipped = tmp_path / "cache" / "smoke.json", tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(E, "results_path", lambda profile: cached)
+    monkeypatch.setattr(E, "SHIPPED_RESULTS", shipped)
+    (shipped / "smoke.json").write_text(json.dumps({"base_model_hash": "0" * 16, "command": "unikit bench -x", "rows": []}))
+    assert E.load_results("smoke")["base_model_hash"] == "0" * 16  # no base given: any results
+    assert E.load_results("smoke", base=um) is None
+    assert "not on this one" in capsys.readouterr().out
+    cached.parent.mkdir()
+    cached.write_text(json.dumps({"base_model_hash": T.base_model_hash(um), "rows": [1]}))
+    assert E.load_results("smoke", base=um)["rows"] == [1]
 
 
 def test_bench_workers_give_the_same_numbers(base, judge, tmp_path):

@@ -31,6 +31,8 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     assert all(0.0 <= saved[k] <= 1.0 for k in METRIC_KEYS)
     # every task of the mixture trained, and the tokenizer's curve was kept
     assert {task for _, task, _ in history["lm"]} == set(P.TASKS)
+    perception = P.CONFIGS["smoke"].perception_steps  # understanding first, generation after
+    assert {t for s, t, _ in history["lm"] if s < perception} <= {"caption", "vqa", "recognition", "same"}
     assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps
     loaded = M.load_model(out)
     assert V.is_adapted(loaded.vq)
@@ -91,3 +93,20 @@ def test_same_object_pairs_differ_only_by_mark_when_negative():
         assert (a.shape, a.colour, a.pattern) == (b.shape, b.colour, b.pattern)
         assert ((a.mark, a.mark_colour) == (b.mark, b.mark_colour)) == (y == "yes")
         assert not np.array_equal(world.render(a), world.render(b)) or y == "yes"
+
+
+def test_a_tokenizer_below_its_gate_stops_the_run_before_the_model_phase(tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the model phase must not start after a failed tokenizer gate")
+
+    monkeypatch.setattr(P, "train_lm", never)
+    with pytest.raises(P.PretrainError, match="failed its gate.*vq_steps"):
+        P.pretrain("smoke", out=tmp_path / "run", progress=False, vq_gate=1.01)
+    assert (tmp_path / "run" / "checkpoint" / "state.pt").is_file()  # the tokenizer is kept
+
+
+def test_smoke_run_records_its_tokenizer_gate(smoke_run):
+    _, um, metrics, history = smoke_run
+    gate = history["vq_gate"]
+    assert 0.0 <= gate["vq_recon_judge"] <= 1.0 and 0 < gate["vq_codes_used"] <= um.codebook_size
+    assert 0 < metrics["vq_codes_used"] <= um.codebook_size

@@ -203,7 +203,7 @@ def test_save_load_exact(base, tmp_path):
     with torch.no_grad():
         und, gen = _losses(um, ct, codes)
         batch = M.understanding_inputs(um, None, [ct.understanding_prompt(QUESTION)])
-        hidden = M._lm(um, M.embed(um, batch["input_ids"]), batch["attention_mask"]).last_hidden_state
+        hidden = M.run_language_model(um, M.embed(um, batch["input_ids"]), batch["attention_mask"]).last_hidden_state
         logits = um.model.lm_head(hidden[:, -1])
     path = T.save_concept_tokens(ct, tmp_path / "bo.safetensors", extra={"method": "test", "stage": 1})
 
@@ -212,7 +212,7 @@ def test_save_load_exact(base, tmp_path):
     assert ct2.groups == ct.groups and ct2.ids == ct.ids and ct2.extra == {"method": "test", "stage": 1}
     with torch.no_grad():
         und2, gen2 = _losses(um2, ct2, codes)
-        hidden2 = M._lm(um2, M.embed(um2, batch["input_ids"]), batch["attention_mask"]).last_hidden_state
+        hidden2 = M.run_language_model(um2, M.embed(um2, batch["input_ids"]), batch["attention_mask"]).last_hidden_state
         logits2 = um2.model.lm_head(hidden2[:, -1])
     assert torch.equal(und, und2) and torch.equal(gen, gen2) and torch.equal(logits, logits2)
     assert M.answer(um, None, [ct.understanding_prompt(QUESTION)]) == \

@@ -172,11 +172,11 @@ def test_generation_attention_shapes_and_mass(setup, ga):
     assert ga.mass["image"][:, :, 0, 0].max() == 0  # the first code has no earlier codes to look at
     assert [ga.labels[p] for p in ga.positions["shared"]] == bo.groups["shared"]
     # the cached sampling attentions equal a teacher-forced eager forward of prompt + drawn codes
-    ids = M._gen_prompts(um, [ga.prompt])["input_ids"]
+    ids = M.generation_inputs(um, [ga.prompt])["input_ids"]
     codes = ga.codes.reshape(1, -1)
     with torch.no_grad():
         emb = torch.cat([M.embed(um, ids), um.model.prepare_embeddings_for_image_generation(codes[:, :-1])], 1)
-        out = M._lm(um, emb, torch.ones(emb.shape[:2], dtype=torch.long), output_attentions=True)
+        out = M.run_language_model(um, emb, torch.ones(emb.shape[:2], dtype=torch.long), output_attentions=True)
     P = ids.shape[1]
     full = torch.stack([a[0, :, P - 1:, ga.positions["concept"]].sum(-1) for a in out.attentions])
     assert np.allclose(full.numpy().reshape(layers, heads, g, g), ga.mass["concept"], atol=1e-5)

@@ -291,8 +291,10 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
                 finished(*futures[f], f.result())
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for s in range(seeds) for m in methods)}
     rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), concepts.index(r["concept"])))
+    from .tokens import base_model_hash
     result = {"profile": profile, "methods": methods, "concepts": concepts, "seeds": seeds,
-              "base_model": str(base or M.DEFAULT_MODEL_DIR.name), "rows": rows, "summary": summarise(rows),
+              "base_model": str(base or M.DEFAULT_MODEL_DIR.name),
+              "base_model_hash": base_model_hash(M.load_model(base)), "rows": rows, "summary": summarise(rows),
               "seconds": round(time.time() - t0, 1), "command": command, "workers": workers,
               "torch_threads": 1 if workers > 1 else torch.get_num_threads()}
     write_json(out, result)
@@ -348,12 +350,23 @@ def results_path(profile: str) -> Path:
     return cache_root() / "bench" / f"{profile}.json"
 
 
-def load_results(profile: str = "teach") -> dict | None:
+def load_results(profile: str = "teach", base=None) -> dict | None:
     """The latest full bench results for ``profile``: the cache's, else the copy shipped in
-    ``data/bench/`` (made by the command in its ``"command"`` field), else None."""
+    ``data/bench/`` (made by the command in its ``"command"`` field), else None.
+
+    With ``base`` (a :class:`~unikit.model.UnifiedModel`) only results made on that base model
+    count (its :func:`~unikit.tokens.base_model_hash`); stale ones are named and passed over,
+    so a lesson never quotes a table made on another model."""
+    from .tokens import base_model_hash
+
+    want = base_model_hash(base) if base is not None else None
     for path in (results_path(profile), SHIPPED_RESULTS / f"{profile}.json"):
         if path.is_file():
             data = json.loads(path.read_text())
+            if want is not None and data.get("base_model_hash") != want:
+                print(f"(passing over {path}: made on base model {data.get('base_model_hash', 'unrecorded')}, "
+                      f"not on this one, {want}; re-run `{data.get('command') or 'unikit bench'}`)")
+                continue
             data["path"] = str(path)
             return data
     return None

@@ -569,7 +569,9 @@ def _uncond(um: UnifiedModel, ids: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, ids, torch.full_like(ids, um.ids["pad"]))
 
 
-def _lm(um: UnifiedModel, embeds, mask, **kw):
+def run_language_model(um: UnifiedModel, embeds, mask, **kw):
+    """The language model on ``inputs_embeds`` ``[B, L, D]`` with ``attention_mask`` ``[B, L]``
+    (keyword arguments such as ``output_attentions`` or ``past_key_values`` pass through)."""
     return um.model.model.language_model(inputs_embeds=embeds, attention_mask=mask, **kw)
 
 
@@ -584,7 +586,7 @@ def answer(um: UnifiedModel, images, questions, max_new_tokens: int = 4,
     batch = understanding_inputs(um, images, questions)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     _check_length(um, ids.shape[1], max_new_tokens, "the question prompt")
-    out = _lm(um, embed(um, ids, batch["pixel_values"], embed_hook), mask, use_cache=True)
+    out = run_language_model(um, embed(um, ids, batch["pixel_values"], embed_hook), mask, use_cache=True)
     eos, B = um.ids["eos"], ids.shape[0]
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
     result = [[] for _ in range(B)]
@@ -597,7 +599,7 @@ def answer(um: UnifiedModel, images, questions, max_new_tokens: int = 4,
         if bool(done.all()):
             break
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-        out = _lm(um, embed(um, nxt[:, None], None, embed_hook), mask, past_key_values=out.past_key_values,
+        out = run_language_model(um, embed(um, nxt[:, None], None, embed_hook), mask, past_key_values=out.past_key_values,
                   use_cache=True)
     return [um.tokenizer.decode(r, skip_special_tokens=True).strip() for r in result]
 
@@ -611,7 +613,7 @@ def understanding_loss(um: UnifiedModel, images, prompts, answers, embed_hook: E
     """
     batch = understanding_inputs(um, images, prompts, answers)
     emb = embed(um, batch["input_ids"], batch["pixel_values"], embed_hook)
-    hidden = _lm(um, emb, batch["attention_mask"]).last_hidden_state[:, :-1]
+    hidden = run_language_model(um, emb, batch["attention_mask"]).last_hidden_state[:, :-1]
     labels = batch["labels"][:, 1:]
     sel = labels != -100
     logits = um.model.lm_head(hidden[sel])
@@ -638,8 +640,11 @@ def _check_guidance(guidance: float) -> None:
                          f"generation always runs the guided pair; 1.01 is nearly unguided). Try 2.0-5.0")
 
 
-def _gen_prompts(um: UnifiedModel, prompts, images=None) -> dict:
-    """Left-padded generation prompts ending in BOI (edit prompts with the source image(s) first)."""
+def generation_inputs(um: UnifiedModel, prompts, images=None) -> dict:
+    """Token ids for generation, the twin of :func:`understanding_inputs`: ``input_ids`` /
+    ``attention_mask`` ``[B, L]`` left-padded, each prompt ending in ``<begin_of_image>`` (an
+    edit's source image block(s) first), ``counts`` (source images per prompt) and
+    ``pixel_values`` ``[n_images, 3, S, S]`` or None."""
     prompts = _as_list(prompts, "prompts")
     counts, batch = _split_images(images, len(prompts)) if images is not None else ([0] * len(prompts), None)
     if images is not None and not all(counts):
@@ -670,7 +675,7 @@ def generate_images(um: UnifiedModel, prompts, n: int = 1, guidance: float = 2.0
     from transformers import GenerationConfig
 
     _check_guidance(guidance)
-    batch = _gen_prompts(um, prompts)
+    batch = generation_inputs(um, prompts)
     kw = dict(do_sample=True, temperature=float(temperature), top_k=int(top_k or 0)) if temperature > 0 else \
         dict(do_sample=False)
     gc = GenerationConfig(bos_token_id=um.ids["bos"], pad_token_id=um.ids["pad"], eos_token_id=um.ids["eos"],
@@ -704,7 +709,7 @@ def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values
     attentions = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        out = _lm(um, torch.cat([cond, unc]), mask, use_cache=True, output_attentions=0 in steps)
+        out = run_language_model(um, torch.cat([cond, unc]), mask, use_cache=True, output_attentions=0 in steps)
         for i in range(um.num_gen_tokens):
             if i in steps:
                 attentions[i] = tuple(a[:B, :, -1].detach() for a in out.attentions)
@@ -723,7 +728,7 @@ def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values
                 break
             mask = torch.cat([mask, mask.new_ones(2 * B, 1)], dim=1)
             e = um.model.prepare_embeddings_for_image_generation(torch.cat([nxt, nxt])[:, None])
-            out = _lm(um, e, mask, past_key_values=out.past_key_values, use_cache=True,
+            out = run_language_model(um, e, mask, past_key_values=out.past_key_values, use_cache=True,
                       output_attentions=(i + 1) in steps)
     return codes, attentions
 
@@ -737,7 +742,7 @@ def edit_image(um: UnifiedModel, images, instructions, guidance: float = 2.0, se
     Returns ``uint8[B*n, S, S, 3]`` (and codes ``[B*n, g, g]`` with ``return_codes``);
     deterministic in ``seed``.
     """
-    batch = _gen_prompts(um, instructions, images)
+    batch = generation_inputs(um, instructions, images)
     ids, mask, pv = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
     if n > 1:
         ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
@@ -754,7 +759,7 @@ def _code_loss(um: UnifiedModel, prompt_embeds, mask, codes, reduction: str) -> 
         raise ValueError(f"expected {um.num_gen_tokens} VQ codes per image, got {T}")
     img = um.model.prepare_embeddings_for_image_generation(codes[:, :-1])
     full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], T - 1)], dim=1)
-    hidden = _lm(um, torch.cat([prompt_embeds, img], dim=1), full_mask).last_hidden_state[:, -T:]
+    hidden = run_language_model(um, torch.cat([prompt_embeds, img], dim=1), full_mask).last_hidden_state[:, -T:]
     logits = um.model.model.generation_head(hidden)
     losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes.reshape(-1), reduction="none")
     return _reduce(losses, torch.ones_like(codes, dtype=torch.bool), reduction)
@@ -774,7 +779,7 @@ def t2i_loss(um: UnifiedModel, prompts, vq_ids, caption_dropout: float = 0.1, em
     ``generate`` uses for guidance (all but BOS/BOI -> PAD), so guidance has something to
     subtract.
     """
-    batch = _gen_prompts(um, prompts)
+    batch = generation_inputs(um, prompts)
     ids, _ = _dropout(um, batch["input_ids"], caption_dropout, generator)
     return _code_loss(um, embed(um, ids, None, embed_hook), batch["attention_mask"], vq_ids, reduction)
 
@@ -786,7 +791,7 @@ def edit_loss(um: UnifiedModel, src_images, instructions, tgt_vq_ids, caption_dr
 
     Dropped examples (``caption_dropout``) lose both image and instruction, as in guidance.
     """
-    batch = _gen_prompts(um, instructions, src_images)
+    batch = generation_inputs(um, instructions, src_images)
     ids, drop = _dropout(um, batch["input_ids"], caption_dropout, generator)
     keep = torch.repeat_interleave(~drop.cpu(), torch.tensor(batch["counts"]))
     pv = batch["pixel_values"][keep.to(batch["pixel_values"].device)]
@@ -813,7 +818,10 @@ class AttentionMaps:
     images: np.ndarray | None = None
 
 
-def _ensure_eager(um: UnifiedModel):
+def ensure_eager_attention(um: UnifiedModel):
+    """Switch ``um`` to eager attention (sdpa returns no attention weights). Returns the previous
+    implementation to switch back to, or None if it was eager already; raises :class:`ModelError`
+    saying how to reload the model if it cannot switch."""
     impl = um.model.config._attn_implementation
     if impl == "eager":
         return None
@@ -842,13 +850,13 @@ def attention_maps(um: UnifiedModel, images=None, questions=None, prompts=None, 
     """
     if (questions is None) == (prompts is None):
         raise ValueError("pass questions (understanding) or prompts (generation), not both")
-    previous = _ensure_eager(um)
+    previous = ensure_eager_attention(um)
     try:
         if questions is not None:
             b = understanding_inputs(um, images, questions)
-            out = _lm(um, embed(um, b["input_ids"], b["pixel_values"]), b["attention_mask"], output_attentions=True)
+            out = run_language_model(um, embed(um, b["input_ids"], b["pixel_values"]), b["attention_mask"], output_attentions=True)
             return AttentionMaps(_labels(um, b["input_ids"], b["attention_mask"]), understanding=out.attentions)
-        b = _gen_prompts(um, prompts, images)
+        b = generation_inputs(um, prompts, images)
         codes, att = sample_image_codes(um, b["input_ids"], b["attention_mask"], b["pixel_values"], guidance, seed,
                                         temperature, attention_steps=steps)
         labels = [row + [f"<code_{i}>" for i in range(um.num_gen_tokens - 1)]

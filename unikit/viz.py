@@ -498,7 +498,7 @@ class AttentionIndexError(VizError):
 def eager_attention(um):
     """Run the block with eager attention (switching an sdpa model and restoring it afterwards);
     raises :class:`unikit.model.ModelError` saying how to reload the model if it cannot switch."""
-    previous = M._ensure_eager(um)
+    previous = M.ensure_eager_attention(um)
     try:
         yield
     finally:
@@ -611,7 +611,7 @@ def generation_attention(um, prompt: str, tokens=None, seed: int = 0, guidance: 
     T, g = um.num_gen_tokens, um.gen_grid
     maps = M.attention_maps(um, prompts=[prompt], steps=range(T), guidance=guidance, seed=seed,
                             temperature=temperature)
-    ids = M._gen_prompts(um, [prompt])["input_ids"][0]
+    ids = M.generation_inputs(um, [prompt])["input_ids"][0]
     P = len(ids)
     positions = _key_groups(um, ids.tolist(), tokens, focus_words)
     layers, heads = len(maps.generation[0]), maps.generation[0][0].shape[1]
@@ -627,7 +627,7 @@ def generation_attention(um, prompt: str, tokens=None, seed: int = 0, guidance: 
     codes = maps.codes.reshape(1, -1)
     with torch.no_grad(), eager_attention(um):
         full = torch.cat([M.embed(um, ids[None]), um.model.prepare_embeddings_for_image_generation(codes[:, :-1])], 1)
-        out = M._lm(um, full, torch.ones(full.shape[:2], dtype=torch.long, device=full.device), output_attentions=True)
+        out = M.run_language_model(um, full, torch.ones(full.shape[:2], dtype=torch.long, device=full.device), output_attentions=True)
     rolled = attention_rollout(out.attentions)[:, 0, P - 1:]  # [layers, T, P + T - 1]
     rollout = {k: rolled[:, :, pos].sum(-1).numpy() for k, pos in keys.items()}
     rollout["image"] = rolled[:, :, P:].sum(-1).numpy()
@@ -730,7 +730,7 @@ def understanding_attention(um, image, question: str, answer_tokens: str | None 
     positions = _key_groups(um, ids[:context].tolist(), tokens, focus_words)
     with torch.no_grad(), eager_attention(um):
         emb = M.embed(um, batch["input_ids"], batch["pixel_values"])
-        out = M._lm(um, emb, batch["attention_mask"], output_attentions=True)
+        out = M.run_language_model(um, emb, batch["attention_mask"], output_attentions=True)
     att = torch.stack([a[0, :, queries] for a in out.attentions]).mean(2)  # [layers, heads, L]
     layers, heads = att.shape[:2]
     img = positions["image"]
