@@ -110,3 +110,42 @@ def test_smoke_run_records_its_tokenizer_gate(smoke_run):
     gate = history["vq_gate"]
     assert 0.0 <= gate["vq_recon_judge"] <= 1.0 and 0 < gate["vq_codes_used"] <= um.codebook_size
     assert 0 < metrics["vq_codes_used"] <= um.codebook_size
+
+
+def test_vision_phase_trains_the_understanding_encoder_alone():
+    torch.manual_seed(0)
+    um = M.build_model("smoke")
+    vision = {id(p) for p in P.vision_parameters(um)}
+    before = {n: p.clone() for n, p in um.model.named_parameters()}
+    history = {}
+    P.train_vision(um, P.pretrain_config("smoke", vision_steps=30), history, progress=False)
+    changed = {n for n, p in um.model.named_parameters() if not torch.equal(before[n], p)}
+    names = {n for n, p in um.model.named_parameters() if id(p) in vision}
+    assert changed and changed <= names  # vision encoder and aligner only: LM, heads, tokenizer untouched
+    losses = [loss for _, loss in history["vision"]]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_train_lm = P.train_lm
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "train_lm", crash)
+    with pytest.raises(KeyboardInterrupt):
+        P.pretrain("smoke", out=out, progress=False)
+    trained_vq = {k: v.clone() for k, v in M.load_model(out / "checkpoint" / "model").vq.state_dict().items()}
+    monkeypatch.setattr(P, "train_lm", real_train_lm)
+    um, metrics, history = P.pretrain("smoke", out=out, resume=True, progress=False, lm_steps=10)
+    assert "reusing it" in capsys.readouterr().out
+    assert metrics["reused_phases"] == ["tokenizer"] and "tokenizer" in metrics["phase_seconds"]
+    assert all(torch.equal(trained_vq[k], v) for k, v in um.vq.state_dict().items())
+    assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps and len(history["lm"]) == 10
+    assert "--resume" in (out / "MODEL_CARD.md").read_text()
+    monkeypatch.setattr(P, "train_lm", crash)
+    with pytest.raises(KeyboardInterrupt):
+        P.pretrain("smoke", out=tmp_path / "b", progress=False)
+    with pytest.raises(P.PretrainError, match="another config"):  # a changed tokenizer setting cannot reuse it
+        P.pretrain("smoke", out=tmp_path / "b", resume=True, progress=False, vq_steps=31)

@@ -283,3 +283,13 @@ def test_prompt_explorer_generates_and_reports_bad_words(setup):
     assert "moonbeam" in ex.message.value and ex.figure is fig  # message shown, figure kept
     ex.prompt.value = "a photo of <bo> wearing a red hat"
     assert ex.message.value == "" and ex.figure is not fig
+
+
+def test_pretraining_curves_show_one_column_per_phase():
+    history = {"vq": [[s, 1.0 / (s + 1), 0.1] for s in range(40)], "vision": [[s, 2.0 - s / 40] for s in range(40)],
+               "lm": [[s, ("vqa", "t2i")[s % 2], 3.0 - s / 50] for s in range(60)]}
+    fig = V.plot_pretraining_curves({"a run": history, "tokenizer only": {"vq": history["vq"]}})
+    axes = np.asarray(fig.axes).reshape(2, 3)
+    assert [len(a.lines) for a in axes[0]] == [1, 1, 2]  # tokenizer, encoder, one curve per task
+    assert [len(a.lines) for a in axes[1]] == [1, 0, 0]
+    assert "understanding encoder (40 steps)" in axes[0, 1].get_title()

@@ -1,12 +1,17 @@
 """Pretraining the kit's base model on the world's generic objects.
 
-Two phases, each resumable from its last checkpoint:
+Three phases, each resumable from its last checkpoint:
 
 1. **The image tokenizer** (``JanusVQVAE``), trained from scratch by running its parts
    (:mod:`unikit.vq`), with dead-code restarts. Its reconstructions cap what generation
-   can ever show, so it is gated on the judge reading every attribute of them.
-2. **Everything else** (vision encoder, aligners, language model, heads) on a mixture of
-   tasks, the tokenizer frozen and the corpus's VQ codes cached once:
+   can ever show, so a gate (:func:`gate_tokenizer`) stops the run if the judge reads too
+   few of them right.
+2. **The understanding encoder** (vision model + aligner) on the renderer's attribute
+   labels (:func:`train_vision`): the stand-in for the pretrained SigLIP encoder Janus-Pro
+   starts from, so that the language model reads features that already show the object.
+3. **Everything else** (vision encoder, aligners, language model, heads) on a mixture of
+   tasks, the tokenizer frozen and the corpus's VQ codes cached once; understanding tasks
+   alone for the first ``perception_steps``:
 
    - understanding: captioning, VQA, yes/no recognition ("is there a red circle in this
      image?") and *same object?* on image pairs (the pairs differ by the mark alone half
@@ -35,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import model as M
@@ -59,6 +65,9 @@ class PretrainConfig:
     vq_lr: float = 2e-3
     vq_restart_every: int = 50
     vq_gate: float = 0.0  # the model phase starts only if the judge reads this fraction of reconstructions right
+    vision_steps: int = 0  # phase 2: the understanding encoder on the world's attribute labels (SigLIP's stand-in)
+    vision_batch: int = 64
+    vision_lr: float = 2e-3
     corpus: int = 12000  # generic scenes rendered and VQ-encoded once
     lm_steps: int = 6000
     lm_batch: int = 32
@@ -82,9 +91,9 @@ class PretrainConfig:
 
 CONFIGS = {
     "smoke": PretrainConfig("smoke", vq_steps=30, vq_batch=16, corpus=256, lm_steps=24, lm_batch=8,
-                            warmup=5, checkpoint_every=12, eval_n=8, perception_steps=6),
+                            warmup=5, checkpoint_every=12, eval_n=8, perception_steps=6, vision_steps=6, vision_batch=8),
     "teach": PretrainConfig("teach", vq_steps=1500, vq_batch=32, corpus=12000, lm_steps=6000, lm_batch=32,
-                            lm_lr=1.5e-3, checkpoint_every=250, perception_steps=1500, vq_gate=0.7,
+                            lm_lr=1.5e-3, checkpoint_every=250, perception_steps=500, vq_gate=0.7, vision_steps=1000,
                             mix={"caption": 1, "vqa": 1, "recognition": 1, "same": 1, "t2i": 4, "edit": 2}),
 }
 
@@ -196,6 +205,22 @@ def task_loss(um: M.UnifiedModel, task: str, batch, caption_dropout: float, gene
 # --------------------------------------------------------------------------- phases
 
 
+TOKENIZER_SETTINGS = ("profile", "seed", "vq_steps", "vq_batch", "vq_lr", "vq_restart_every")
+
+
+def _same_tokenizer(saved: dict, config: dict) -> bool:
+    """Whether two run configs train the same tokenizer (phase 1 depends on these alone)."""
+    return all(saved.get(k) == config.get(k) for k in TOKENIZER_SETTINGS)
+
+
+def _with_tokenizer_of(um: M.UnifiedModel, profile: str, seed: int) -> M.UnifiedModel:
+    """A fresh model for ``profile``/``seed`` (what phase 2 starts from) holding ``um``'s trained
+    tokenizer: the state a run with the same tokenizer settings has right after phase 1."""
+    fresh = M.build_model(profile, seed=seed)
+    fresh.vq.load_state_dict(um.vq.state_dict())
+    return fresh
+
+
 def _checkpoint(out: Path) -> Path:
     return out / "checkpoint"
 
@@ -253,6 +278,61 @@ def train_vq(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, start: int 
     vq.eval()
 
 
+VISION_ATTRIBUTES = tuple(world.ATTRIBUTES)  # every field the judge reads, mark included
+
+
+def vision_parameters(um: M.UnifiedModel) -> list[torch.nn.Parameter]:
+    """The understanding path's own parameters: vision encoder + aligner."""
+    janus = um.model.model
+    return [*janus.vision_model.parameters(), *janus.aligner.parameters()]
+
+
+def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progress: bool = True) -> None:
+    """Phase 2: the understanding encoder (vision model + aligner) learns to see the world.
+
+    Janus-Pro's understanding encoder is a pretrained SigLIP; here it starts from scratch,
+    and the language model's answer loss alone teaches it slowly (measured in this kit: after
+    1000 understanding steps, a linear probe read the body colour from the aligner's output of
+    the body's own patch only 75% of the time, against 100% from the raw patch embedding). So
+    the encoder first learns on its own: the *mean* of its aligner outputs ``[B, D]`` feeds one
+    linear head per attribute of :data:`VISION_ATTRIBUTES` (shape, colour, pattern, background,
+    mark, mark colour, items), cross-entropy on the renderer's exact labels. The heads are
+    thrown away; what stays is an encoder whose every output summarises the scene, mark
+    included. Fresh generic renders each step, held-out shape+colour pairs excluded.
+    """
+    janus = um.model.model
+    width = int(um.config.text_config.hidden_size)
+    gen = torch.Generator().manual_seed(cfg.seed + 99)
+    heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, len(v)) for a, v in world.ATTRIBUTES.items()})
+    with torch.no_grad():
+        for h in heads.values():
+            h.weight.normal_(0, width ** -0.5, generator=gen)
+            h.bias.zero_()
+    params = vision_parameters(um)
+    opt = torch.optim.AdamW([*params, *heads.parameters()], lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    janus.vision_model.train()
+    janus.aligner.train()
+    bar = tqdm(range(cfg.vision_steps), desc="vision", disable=not progress)
+    for step in bar:
+        rng = random.Random(cfg.seed * 1_000_003 + 31 * step + 5)
+        scenes = [world.random_scene(rng, item_prob=0.35) for _ in range(cfg.vision_batch)]
+        labels = {a: torch.tensor([sc.labels()[a] for sc in scenes]) for a in VISION_ATTRIBUTES}
+        lr = float(cfg.vision_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / cfg.vision_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        pooled = janus.get_image_features(M.pixel_values(um, world.render_many(scenes))).pooler_output.mean(1)
+        losses = {a: F.cross_entropy(heads[a](pooled), labels[a].to(pooled.device)) for a in VISION_ATTRIBUTES}
+        loss = sum(losses.values()) / len(losses)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        history.setdefault("vision", []).append([step, float(loss.detach())])
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    um.model.eval()
+
+
 def _lm_parameters(um: M.UnifiedModel):
     vq_ids = {id(p) for p in um.vq.parameters()}
     return [p for p in um.model.parameters() if id(p) not in vq_ids]
@@ -260,7 +340,7 @@ def _lm_parameters(um: M.UnifiedModel):
 
 def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: dict, start: int = 0,
              opt_state=None, save=None, progress: bool = True) -> None:
-    """Phase 2: every part but the tokenizer, on the task mixture (one task per step, drawn by weight;
+    """Phase 3: every part but the tokenizer, on the task mixture (one task per step, drawn by weight;
     understanding tasks alone for the first ``cfg.perception_steps`` steps)."""
     for p in um.vq.parameters():
         p.requires_grad_(False)
@@ -389,7 +469,9 @@ def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int =
     """Pretrain a base model. Returns ``(model, metrics, history)`` and writes them to ``out``.
 
     ``out`` defaults to the cache (``pretrain/<profile>-<hash>``). With ``resume`` an
-    interrupted run continues from its last checkpoint (same config required).
+    interrupted run continues from its last checkpoint (same config required), or, if only
+    settings of the later phases changed, reuses the checkpoint's finished tokenizer
+    (:data:`TOKENIZER_SETTINGS` equal) and runs the later phases afresh.
     """
     from . import cache
     from .judge import load_judge
@@ -400,47 +482,61 @@ def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int =
     if out.exists() and any(out.iterdir()) and not resume and not (out / "metrics.json").exists() and not ckpt.exists():
         raise PretrainError(f"{out} is not empty and holds no unikit pretraining run; choose another --out")
     t0 = time.time()
-    history: dict = {}
+    history, seconds, reused = {}, {}, []
     phase, step, opt_state, elapsed = "vq", 0, None, 0.0
     if resume and ckpt.exists():
         um, state = _load_state(ckpt)
-        if state["config"] != cfg.as_dict():
+        history, seconds = json.loads(state["history"]), dict(state.get("seconds", {}))
+        if state["config"] == cfg.as_dict():
+            phase, step, opt_state, elapsed = state["phase"], state["step"], state["opt"], state["elapsed"]
+            print(f"resuming {profile} pretraining at {phase} step {step}")
+        elif state["phase"] != "vq" and _same_tokenizer(state["config"], cfg.as_dict()) and "tokenizer" in seconds:
+            um = _with_tokenizer_of(um, profile, seed)
+            history = {k: v for k, v in history.items() if k.startswith("vq")}
+            seconds, reused = {"tokenizer": seconds["tokenizer"]}, ["tokenizer"]
+            phase, elapsed = "vision", seconds["tokenizer"]
+            print(f"the checkpoint in {ckpt} has a finished tokenizer with this config's tokenizer settings: reusing "
+                  f"it; the later phases (changed settings) start afresh")
+        else:
             raise PretrainError(f"the checkpoint in {ckpt} was made with another config; resume with the same "
-                                f"profile/options or delete {ckpt}")
-        phase, step, opt_state, history, elapsed = (state["phase"], state["step"], state["opt"],
-                                                    json.loads(state["history"]), state["elapsed"])
-        print(f"resuming {profile} pretraining at {phase} step {step}")
+                                f"profile/options (only a finished tokenizer is reused across other changes) "
+                                f"or delete {ckpt}")
     else:
         um = M.build_model(profile, seed=seed)
     torch.manual_seed(seed)
-    seconds = {}
 
     def save(ph, st, opt):
         _save_state(um, ckpt, {"phase": ph, "step": st, "opt": opt, "history": json.dumps(history),
-                               "config": cfg.as_dict(), "elapsed": elapsed + time.time() - t0})
+                               "seconds": seconds, "config": cfg.as_dict(), "elapsed": elapsed + time.time() - t0})
 
     judge = judge or load_judge()
     if phase == "vq":
         t = time.time()
         train_vq(um, cfg, history, start=step, opt_state=opt_state, save=save, progress=progress)
         seconds["tokenizer"] = time.time() - t
+        phase, step, opt_state = "vision", 0, None
+        save("vision", 0, None)
+    if phase == "vision":  # (an interrupted vision phase restarts: it takes a minute or two)
+        gate_tokenizer(um, judge, cfg, history, out)
+        t = time.time()
+        train_vision(um, cfg, history, progress=progress)
+        seconds["vision"] = time.time() - t
         phase, step, opt_state = "lm", 0, None
         save("lm", 0, None)
-        gate_tokenizer(um, judge, cfg, history, out)
     t = time.time()
     corpus = build_corpus(um, cfg.corpus, seed)
-    seconds["corpus"] = time.time() - t
+    seconds["corpus"] = seconds.get("corpus", 0.0) + time.time() - t
     t = time.time()
     train_lm(um, corpus, cfg, history, start=step, opt_state=opt_state, save=save, progress=progress)
-    seconds["model"] = time.time() - t
+    seconds["model"] = seconds.get("model", 0.0) + time.time() - t
     t = time.time()
     metrics = evaluate_base(um, judge, n=cfg.eval_n, guidance=cfg.guidance)
     seconds["evaluation"] = time.time() - t
     total = elapsed + time.time() - t0
     metrics.update(seconds=round(total, 1), phase_seconds={k: round(v, 1) for k, v in seconds.items()},
-                   profile=profile, seed=seed, targets=TARGETS)
+                   profile=profile, seed=seed, targets=TARGETS, reused_phases=reused)
     um.info.update(profile=profile, seed=seed, pretrain_config=cfg.as_dict())
-    command = "unikit pretrain --profile {} --seed {} --out {}".format(profile, seed, out)
+    command = "unikit pretrain --profile {} --seed {} --out {}{}".format(profile, seed, out, " --resume" if resume else "")
     with atomic_path(out) as tmp:
         M.save_model(um, path=tmp)
         write_json(tmp / "metrics.json", metrics)
@@ -476,13 +572,15 @@ def model_card(um: M.UnifiedModel, cfg: PretrainConfig, metrics: dict, command: 
     return f"""# The kit's base model ({cfg.profile} profile)
 
 A small `JanusForConditionalGeneration` pretrained from scratch on the concept world's generic
-objects by `unikit.pretrain` (image tokenizer, then every other part on captioning, VQA,
-recognition, same-object pairs, text-to-image and instruction editing). No personal concept
-was seen. Held-out shape+colour pairs: {sorted(world.HELDOUT_PAIRS)}.
+objects by `unikit.pretrain` (image tokenizer; the understanding encoder on attribute labels;
+then every other part on captioning, VQA, recognition, same-object pairs, text-to-image and
+instruction editing). No personal concept was seen. Held-out shape+colour pairs:
+{sorted(world.HELDOUT_PAIRS)}.
 
 - command: `{command}`
 - seed: {cfg.seed}
 - wall time: {metrics['seconds'] / 60:.1f} min on {torch.get_num_threads()} CPU threads ({metrics['phase_seconds']})
+- phases reused from an earlier run's checkpoint (same settings): {', '.join(metrics.get('reused_phases') or ['none'])}
 - python {sys.version.split()[0]}, torch {torch.__version__}
 
 ## Parameters

@@ -879,11 +879,12 @@ def plot_pretraining_curves(runs: dict, smooth: int = 25, scale: float = 3.2):
     """Pretraining loss curves, one row per run of ``{label: history}``.
 
     ``history`` is what :func:`unikit.pretrain.pretrain` returns (and writes to
-    ``history.json``): ``"vq"`` rows ``[step, reconstruction MSE, embedding loss]`` and
-    ``"lm"`` rows ``[step, task, loss]``. Left: the tokenizer's reconstruction error; right:
-    the language model's loss per task (a moving average over up to ``smooth`` steps of
-    that task). Each column shares its y axis across runs, so short and long runs compare
-    at a glance. Returns the Figure.
+    ``history.json``): ``"vq"`` rows ``[step, reconstruction MSE, embedding loss]``,
+    ``"vision"`` rows ``[step, mean attribute cross-entropy]`` and ``"lm"`` rows ``[step, task,
+    loss]``. Columns, one per phase: the tokenizer's reconstruction error, the understanding
+    encoder's attribute loss, the language model's loss per task (moving averages over up to
+    ``smooth`` steps). Each column shares its y axis across runs, so short and long runs
+    compare at a glance. Returns the Figure.
     """
     from matplotlib.ticker import FuncFormatter
 
@@ -891,18 +892,20 @@ def plot_pretraining_curves(runs: dict, smooth: int = 25, scale: float = 3.2):
         raise ValueError("plot_pretraining_curves: no runs to plot")
     tasks = sorted({row[1] for h in runs.values() for row in h.get("lm", [])})
     colours = dict(zip(tasks, plt.get_cmap("tab10").colors))
-    fig, axes = plt.subplots(len(runs), 2, figsize=(2 * scale + 1.5, len(runs) * scale * 0.75), squeeze=False,
+    fig, axes = plt.subplots(len(runs), 3, figsize=(3 * scale + 1.5, len(runs) * scale * 0.75), squeeze=False,
                              sharey="col")
     for r, (label, history) in enumerate(runs.items()):
-        vq_rows = np.asarray([row[:2] for row in history.get("vq", [])], dtype=float).reshape(-1, 2)
-        ax = axes[r, 0]
-        if len(vq_rows):
-            w = max(1, min(smooth, len(vq_rows) // 5))
-            ax.plot(vq_rows[w - 1:, 0], _moving_average(vq_rows[:, 1], w), color="black", lw=1.2)
-        ax.set_yscale("log")
-        ax.set_title(f"{label}: tokenizer ({len(vq_rows)} steps)", fontsize=9)
-        ax.set_ylabel("reconstruction MSE", fontsize=8)
-        ax = axes[r, 1]
+        for c, (key, title, ylabel) in enumerate((("vq", "tokenizer", "reconstruction MSE"),
+                                                  ("vision", "understanding encoder", "attribute loss"))):
+            rows = np.asarray([row[:2] for row in history.get(key, [])], dtype=float).reshape(-1, 2)
+            ax = axes[r, c]
+            if len(rows):
+                w = max(1, min(smooth, len(rows) // 5))
+                ax.plot(rows[w - 1:, 0], _moving_average(rows[:, 1], w), color="black", lw=1.2)
+            ax.set_yscale("log")
+            ax.set_title(f"{label}: {title} ({len(rows)} steps)", fontsize=9)
+            ax.set_ylabel(ylabel, fontsize=8)
+        ax = axes[r, 2]
         lm_rows = history.get("lm", [])
         for task in tasks:
             pts = np.asarray([(s, loss) for s, t, loss in lm_rows if t == task], dtype=float).reshape(-1, 2)
