@@ -124,6 +124,8 @@ def test_vision_phase_trains_the_understanding_encoder_alone():
     assert changed and changed <= names  # vision encoder and aligner only: LM, heads, tokenizer untouched
     losses = [loss for _, loss in history["vision"]]
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert set(history["vision_accuracy"]) == set(world.ATTRIBUTES)
+    assert all(0.0 <= v <= 1.0 for v in history["vision_accuracy"].values())
 
 
 def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_path, monkeypatch, capsys):

@@ -299,6 +299,8 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
     mark, mark colour, items), cross-entropy on the renderer's exact labels. The heads are
     thrown away; what stays is an encoder whose every output summarises the scene, mark
     included. Fresh generic renders each step, held-out shape+colour pairs excluded.
+    ``history["vision"]``: ``[step, loss]`` rows; ``history["vision_accuracy"]``: per attribute,
+    the fraction the heads read right over the last 50 steps (a probe of what the encoder sees).
     """
     janus = um.model.model
     width = int(um.config.text_config.hidden_size)
@@ -312,6 +314,7 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
     opt = torch.optim.AdamW([*params, *heads.parameters()], lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.01)
     janus.vision_model.train()
     janus.aligner.train()
+    right, seen = dict.fromkeys(VISION_ATTRIBUTES, 0), 0
     bar = tqdm(range(cfg.vision_steps), desc="vision", disable=not progress)
     for step in bar:
         rng = random.Random(cfg.seed * 1_000_003 + 31 * step + 5)
@@ -321,8 +324,12 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
         for g in opt.param_groups:
             g["lr"] = lr
         pooled = janus.get_image_features(M.pixel_values(um, world.render_many(scenes))).pooler_output.mean(1)
-        losses = {a: F.cross_entropy(heads[a](pooled), labels[a].to(pooled.device)) for a in VISION_ATTRIBUTES}
-        loss = sum(losses.values()) / len(losses)
+        logits = {a: heads[a](pooled) for a in VISION_ATTRIBUTES}
+        loss = sum(F.cross_entropy(logits[a], labels[a].to(pooled.device)) for a in VISION_ATTRIBUTES) / len(logits)
+        if step >= cfg.vision_steps - 50:  # what the heads read right at the end, per attribute
+            for a in VISION_ATTRIBUTES:
+                right[a] += int((logits[a].argmax(-1).cpu() == labels[a]).sum())
+            seen += len(scenes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -330,6 +337,7 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
         history.setdefault("vision", []).append([step, float(loss.detach())])
         if progress and step % 10 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}")
+    history["vision_accuracy"] = {a: right[a] / max(1, seen) for a in VISION_ATTRIBUTES}
     um.model.eval()
 
 
