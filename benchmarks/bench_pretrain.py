@@ -6,7 +6,7 @@ Prints, in one run:
 
 - the machine's fp32 matmul throughput (square matmuls of 1024..2048, best of a few): the
   ceiling every achieved FLOP/s below is compared with;
-- the teach config, per task of the mixture and for the tokenizer: seconds per training
+- the teach config, per task of the mixture, for the tokenizer and for the vision phase: seconds per training
   step, training tokens/s (positions the language model reads, padding excluded; images/s
   for the tokenizer) and achieved FLOP/s (FLOPs of one step counted with
   ``torch.utils.flop_counter.FlopCounterMode``: matmuls and convolutions, forward and
@@ -22,6 +22,7 @@ its figures are not the profile's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -162,6 +163,14 @@ def main() -> None:
           f"{vq_fig['flops'] / 1e9:>11.2f} {rate / 1e9:>8.2f} {rate / ceiling:>10.1%}")
     for p in um.vq.parameters():
         p.requires_grad_(False)
+    with FlopCounterMode(display=False) as counter:  # the understanding encoder's phase (pretrain.train_vision)
+        P.train_vision(um, dataclasses.replace(cfg, vision_steps=1), {}, progress=False)
+    t = time.perf_counter()
+    P.train_vision(um, dataclasses.replace(cfg, vision_steps=steps), {}, progress=False)
+    vision_seconds = (time.perf_counter() - t) / steps
+    rate = counter.get_total_flops() / vision_seconds
+    print(f"{'vision':>12} {vision_seconds:>8.3f} {cfg.vision_batch / vision_seconds:>7.0f}im "
+          f"{counter.get_total_flops() / 1e9:>11.2f} {rate / 1e9:>8.2f} {rate / ceiling:>10.1%}")
     total_flops = total_seconds = total_tokens = 0.0
     weights = cfg.mix
     for task in P.TASKS:
@@ -178,10 +187,11 @@ def main() -> None:
           f"{total_flops / sum(weights.values()) / 1e9:>11.2f} {mix_rate / 1e9:>8.2f} {mix_rate / ceiling:>10.1%}"
           f"  (weighted by the teach mix {weights})")
     print(f"teach model phase at this speed: {cfg.lm_steps} steps ~ {cfg.lm_steps * total_seconds / sum(weights.values()) / 60:.1f} min; "
-          f"tokenizer {cfg.vq_steps} steps ~ {cfg.vq_steps * vq_fig['seconds'] / 60:.1f} min")
+          f"tokenizer {cfg.vq_steps} steps ~ {cfg.vq_steps * vq_fig['seconds'] / 60:.1f} min; "
+          f"vision {cfg.vision_steps} steps ~ {cfg.vision_steps * vision_seconds / 60:.1f} min")
     print(f"peak memory (ru_maxrss): {rss_before:.0f} MB before the teach steps, {max_rss_mb():.0f} MB after")
 
-    overrides = dict(vq_steps=4, lm_steps=6, corpus=64, eval_n=2) if args.quick else {}
+    overrides = dict(vq_steps=4, vision_steps=2, lm_steps=6, corpus=64, eval_n=2) if args.quick else {}
     judge = J.load_judge(progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
