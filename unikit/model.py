@@ -599,8 +599,8 @@ def answer(um: UnifiedModel, images, questions, max_new_tokens: int = 4,
         if bool(done.all()):
             break
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-        out = run_language_model(um, embed(um, nxt[:, None], None, embed_hook), mask, past_key_values=out.past_key_values,
-                  use_cache=True)
+        out = run_language_model(um, embed(um, nxt[:, None], None, embed_hook), mask,
+                                 past_key_values=out.past_key_values, use_cache=True)
     return [um.tokenizer.decode(r, skip_special_tokens=True).strip() for r in result]
 
 
@@ -729,7 +729,7 @@ def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values
             mask = torch.cat([mask, mask.new_ones(2 * B, 1)], dim=1)
             e = um.model.prepare_embeddings_for_image_generation(torch.cat([nxt, nxt])[:, None])
             out = run_language_model(um, e, mask, past_key_values=out.past_key_values, use_cache=True,
-                      output_attentions=(i + 1) in steps)
+                                     output_attentions=(i + 1) in steps)
     return codes, attentions
 
 
@@ -854,7 +854,8 @@ def attention_maps(um: UnifiedModel, images=None, questions=None, prompts=None, 
     try:
         if questions is not None:
             b = understanding_inputs(um, images, questions)
-            out = run_language_model(um, embed(um, b["input_ids"], b["pixel_values"]), b["attention_mask"], output_attentions=True)
+            out = run_language_model(um, embed(um, b["input_ids"], b["pixel_values"]), b["attention_mask"],
+                                     output_attentions=True)
             return AttentionMaps(_labels(um, b["input_ids"], b["attention_mask"]), understanding=out.attentions)
         b = generation_inputs(um, prompts, images)
         codes, att = sample_image_codes(um, b["input_ids"], b["attention_mask"], b["pixel_values"], guidance, seed,

@@ -627,7 +627,8 @@ def generation_attention(um, prompt: str, tokens=None, seed: int = 0, guidance: 
     codes = maps.codes.reshape(1, -1)
     with torch.no_grad(), eager_attention(um):
         full = torch.cat([M.embed(um, ids[None]), um.model.prepare_embeddings_for_image_generation(codes[:, :-1])], 1)
-        out = M.run_language_model(um, full, torch.ones(full.shape[:2], dtype=torch.long, device=full.device), output_attentions=True)
+        mask = torch.ones(full.shape[:2], dtype=torch.long, device=full.device)
+        out = M.run_language_model(um, full, mask, output_attentions=True)
     rolled = attention_rollout(out.attentions)[:, 0, P - 1:]  # [layers, T, P + T - 1]
     rollout = {k: rolled[:, :, pos].sum(-1).numpy() for k, pos in keys.items()}
     rollout["image"] = rolled[:, :, P:].sum(-1).numpy()
