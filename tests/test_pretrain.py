@@ -1,6 +1,7 @@
 """Pretraining on the smoke profile: the whole pipeline, resume after an interruption, bad input."""
 
 import dataclasses
+import random
 import json
 
 import numpy as np
@@ -31,8 +32,10 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     assert all(0.0 <= saved[k] <= 1.0 for k in METRIC_KEYS)
     # every task of the mixture trained, and the tokenizer's curve was kept
     assert {task for _, task, _ in history["lm"]} == set(P.TASKS)
-    perception = P.CONFIGS["smoke"].perception_steps  # understanding first, generation after
-    assert {t for s, t, _ in history["lm"] if s < perception} <= {"caption", "vqa", "recognition", "same"}
+    smoke = P.CONFIGS["smoke"]  # the yes/no curriculum, then understanding, then everything
+    assert {t for s, t, _ in history["lm"] if s < smoke.yesno_steps} == {"attribute"}
+    assert {t for s, t, _ in history["lm"] if s < smoke.perception_steps} <= {"caption", "vqa", "attribute",
+                                                                                "recognition", "same"}
     assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps
     loaded = M.load_model(out)
     assert V.is_adapted(loaded.vq)
@@ -151,3 +154,17 @@ def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_pa
         P.pretrain("smoke", out=tmp_path / "b", progress=False)
     with pytest.raises(P.PretrainError, match="another config"):  # a changed tokenizer setting cannot reuse it
         P.pretrain("smoke", out=tmp_path / "b", resume=True, progress=False, vq_steps=31)
+
+
+def test_yes_no_curriculum_adds_one_attribute_per_quarter_and_asks_exact_questions():
+    assert [P.yesno_attributes(s, 400) for s in (0, 99, 100, 250, 399, 5000)] == [
+        ("background",), ("background",), ("background", "colour"), ("background", "colour", "shape"),
+        P.YESNO_ORDER, P.YESNO_ORDER]
+    rng = random.Random(0)
+    for sc in world.generic_scenes(60, seed=3):
+        q, a = P.attribute_example(sc, rng, ("background", "colour"), newest=1.0)
+        asked = q.removeprefix("is the object ").removesuffix("?")
+        assert q.startswith("is the object ") and asked in world.COLOURS, q  # newest=1: always the newest
+        assert a == ("yes" if sc.present and asked == sc.colour else "no")
+    answers = [P.attribute_example(sc, rng)[1] for sc in world.generic_scenes(400, seed=4)]
+    assert 0.35 < answers.count("yes") / len(answers) < 0.6
