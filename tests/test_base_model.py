@@ -67,6 +67,13 @@ def test_model_card_names_the_command_and_seed(shipped):
     assert f"--seed {metrics.get('seed', 0)}" in card and f"seed: {metrics.get('seed', 0)}" in card
 
 
+def test_the_teach_profile_reproduces_the_shipped_settings(shipped):
+    um, _ = shipped  # so `unikit pretrain --profile teach`, the card's command, makes this model again
+    recorded = P.recorded_config(um.info["pretrain_config"])
+    differ = {k: (recorded[k], v) for k, v in P.CONFIGS["teach"].as_dict().items() if recorded[k] != v}
+    assert not differ, f"teach settings changed since the shipped model was made (shipped, now): {differ}"
+
+
 def test_shipped_model_is_small_enough_to_ship():
     files = [p for p in BASE_DIR.rglob("*") if p.is_file()]
     assert files, f"nothing in {BASE_DIR}; make it with `{M.MAKE_DEFAULT}`"

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -223,6 +224,19 @@ def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], bas
     return rows
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Bench worker initializer: exit when the bench process is gone (killed, not interrupted), so an
+    abandoned bench does not leave workers computing for minutes on a 2-core machine."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts: Sequence[str] | None = None,
           seeds: int = 3, out=None, base=None, judge=None, resume: bool = True, progress: bool = True,
           command: str = "", workers: int = 1) -> dict:
@@ -284,7 +298,8 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(bench_job, profile, m, s, concepts, base, None, 1, also): (m, s)
                        for m, s, also in jobs}
             for f in as_completed(futures):

@@ -98,17 +98,22 @@ CONFIGS = {
     "smoke": PretrainConfig("smoke", vq_steps=30, vq_batch=16, corpus=256, lm_steps=24, lm_batch=8,
                             warmup=5, checkpoint_every=12, eval_n=8, yesno_steps=4, perception_steps=8, vision_steps=6,
                             vision_batch=8),
-    "teach": PretrainConfig("teach", vq_steps=1500, vq_batch=32, corpus=12000, lm_steps=7000, lm_batch=32,
-                            lm_lr=1.5e-3, checkpoint_every=250, yesno_steps=1200, perception_steps=1700, vq_gate=0.7,
-                            vision_steps=1000,
-                            perception_mix={"caption": 1, "vqa": 2, "attribute": 2, "recognition": 2, "same": 1},
-                            mix={"caption": 1, "vqa": 1, "attribute": 1, "recognition": 1, "same": 1, "t2i": 4,
-                                 "edit": 2}),
+    # teach: the settings the shipped base model was made with (a test holds them equal to its record)
+    "teach": PretrainConfig("teach", vq_steps=1500, vq_batch=32, corpus=12000, lm_steps=6000, lm_batch=32,
+                            lm_lr=1.5e-3, checkpoint_every=250, perception_steps=500, vq_gate=0.7, vision_steps=1000,
+                            perception_mix={"caption": 1, "vqa": 2, "recognition": 1, "same": 1},
+                            mix={"caption": 1, "vqa": 1, "recognition": 1, "same": 1, "t2i": 4, "edit": 2}),
 }
 
 
 class PretrainError(ValueError):
     """Bad pretraining input (unknown profile, an output directory holding something else)."""
+
+
+def recorded_config(saved: dict) -> dict:
+    """A run's recorded config with settings added to the kit since then filled in by their
+    defaults (which reproduce the behaviour before the setting existed, e.g. ``yesno_steps=0``)."""
+    return {**dataclasses.asdict(PretrainConfig(saved.get("profile", ""))), **saved}
 
 
 def pretrain_config(profile: str, **overrides) -> PretrainConfig:
@@ -348,6 +353,8 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
     mark, mark colour, items), cross-entropy on the renderer's exact labels. The heads are
     thrown away; what stays is an encoder whose every output summarises the scene, mark
     included. Fresh generic renders each step, held-out shape+colour pairs excluded.
+    (Measured: the heads read shape only 41-44% of the time, chance 25%, after 1000 or 2000
+    steps, with 2 or 4 encoder layers, and with attention pooling in place of the mean.)
     ``history["vision"]``: ``[step, loss]`` rows; ``history["vision_accuracy"]``: per attribute,
     the fraction the heads read right over the last 50 steps (a probe of what the encoder sees).
     """
@@ -571,7 +578,7 @@ def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int =
     if resume and ckpt.exists():
         um, state = _load_state(ckpt)
         history, seconds = json.loads(state["history"]), dict(state.get("seconds", {}))
-        if state["config"] == cfg.as_dict():
+        if recorded_config(state["config"]) == cfg.as_dict():
             phase, step, opt_state, elapsed = state["phase"], state["step"], state["opt"], state["elapsed"]
             print(f"resuming {profile} pretraining at {phase} step {step}")
         elif state["phase"] != "vq" and _same_tokenizer(state["config"], cfg.as_dict()) and "tokenizer" in seconds:
