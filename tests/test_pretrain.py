@@ -30,6 +30,8 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     saved = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= set(saved) and saved["profile"] == "smoke" and saved["seconds"] > 0
     assert all(0.0 <= saved[k] <= 1.0 for k in METRIC_KEYS)
+    yesno = {"attribute", *(f"attribute_{a}" for a in P.YESNO_ORDER)}  # yes/no accuracy, overall and per attribute
+    assert yesno <= set(saved) and all(0.0 <= saved[k] <= 1.0 for k in yesno)
     # every task of the mixture trained, and the tokenizer's curve was kept
     assert {task for _, task, _ in history["lm"]} == set(P.TASKS)
     smoke = P.CONFIGS["smoke"]  # the yes/no curriculum, then understanding, then everything

@@ -78,7 +78,7 @@ class PretrainConfig:
                                                "t2i": 3, "edit": 2})
     # Understanding first: the first ``perception_steps`` model steps draw from ``perception_mix``
     # only, so the vision path learns to see objects before generation's larger losses share the
-    # language model (measured: once the object is perceived, a yes/no comparison learns in ~75 steps).
+    # language model (yes/no questions need more: see ``yesno_steps`` and :func:`attribute_example`).
     perception_steps: int = 0
     perception_mix: dict = field(default_factory=lambda: {"caption": 1, "vqa": 2, "attribute": 2, "recognition": 2,
                                                           "same": 1})
@@ -475,7 +475,8 @@ def tokenizer_quality(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345
 
 @torch.no_grad()
 def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, guidance: float = 3.0,
-                  batch: int = 50, tasks=("vq", "caption", "vqa", "recognition", "same", "t2i", "edit", "attribute")) -> dict:
+                  batch: int = 50,
+                  tasks=("vq", "caption", "vqa", "recognition", "same", "t2i", "edit", "attribute")) -> dict:
     """Judge-scored quality on held-out examples (fresh seeds, never trained on). Fractions in [0, 1]."""
     from .judge import expected_reading
 
@@ -525,27 +526,14 @@ def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, gu
                                            guidance=guidance, seed=seed + i) for i, c in enumerate(chunks(pairs))])
         reads = judge.read(res)
         out["edit"] = float(np.mean([_all_right(r, expected_reading(t)) for r, (_, _, t) in zip(reads, pairs)]))
-    if "attribute" in tasks:  # the yes/no curriculum's questions, overall and per attribute
-        questions = {a: [] for a in YESNO_ORDER}
-        for a, sc in zip(YESNO_ORDER * n, scenes):  # the n scenes split evenly over the attributes
-            questions[a].append((*attribute_example(sc, rng, (a,)), sc))
-        out.update(_yesno_accuracy(um, questions, batch))
-    return out
-
-
-def _yesno_accuracy(um, questions: dict, batch: int) -> dict:
-    """``{"attribute": overall, "attribute_<name>": per attribute}`` for ``{name: [(q, answer, scene)]}``."""
-    out, every = {}, []
-    for name, qs in questions.items():
-        if not qs:
-            continue
-        images = world.render_many([sc for _, _, sc in qs])
-        ans = sum((M.answer(um, images[i:i + batch], [q for q, _, _ in qs[i:i + batch]], max_new_tokens=2)
-                   for i in range(0, len(qs), batch)), [])
-        hits = [a == t for a, (_, t, _) in zip(ans, qs)]
-        out[f"attribute_{name}"] = float(np.mean(hits))
-        every += hits
-    out["attribute"] = float(np.mean(every))
+    if "attribute" in tasks:  # the yes/no curriculum's questions, the n scenes split over the attributes
+        which = [YESNO_ORDER[i % len(YESNO_ORDER)] for i in range(n)]
+        qa = [attribute_example(sc, rng, (a,)) for a, sc in zip(which, scenes)]
+        ans = sum((M.answer(um, images[i:i + batch], [q for q, _ in qa[i:i + batch]], max_new_tokens=2)
+                   for i in range(0, n, batch)), [])
+        hits = np.array([a == t for a, (_, t) in zip(ans, qa)])
+        out["attribute"] = float(hits.mean())
+        out.update({f"attribute_{a}": float(hits[[w == a for w in which]].mean()) for a in set(which)})
     return out
 
 
