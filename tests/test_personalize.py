@@ -155,6 +155,20 @@ def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
     assert out.with_suffix(".csv").read_text().splitlines()[0].startswith("method,concept,seed,rec_pos")
     assert res["rows"] == data["rows"]
     assert data["base_model_hash"] == T.base_model_hash(M.load_model(base))
+    # an interrupted run's finished jobs are kept and skipped, but only for the same base model
+    partial = out.with_suffix(".partial.json")
+    run_id = {"profile": "smoke", "base_model_hash": data["base_model_hash"], "concepts": ["bo"]}
+    partial.write_text(json.dumps({**run_id, "rows": data["rows"]}))
+    again = E.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
+                    progress=False)
+    assert again["rows"] == data["rows"] and not partial.exists() and again["seconds"] < 5
+    partial.write_text(json.dumps({**run_id, "base_model_hash": "0" * 16, "rows": data["rows"]}))
+    with pytest.raises(E.BenchError, match="another base_model_hash.*--fresh"):
+        E.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
+    partial.write_text(json.dumps(data["rows"]))
+    with pytest.raises(E.BenchError, match="older unikit"):
+        E.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
+    partial.unlink()
     with pytest.raises(P.MethodError, match="unknown method"):
         E.bench("smoke", ["nope"], ["bo"], out=out, base=base, judge=judge)
     with pytest.raises(E.BenchError, match=".json"):

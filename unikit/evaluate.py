@@ -237,6 +237,21 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _resumed_rows(partial: Path, run_id: dict) -> list[dict]:
+    """The finished rows an interrupted bench left in ``partial``, if it ran what this bench runs
+    (same profile, base model and concepts); otherwise a :class:`BenchError` naming the difference."""
+    saved = json.loads(partial.read_text())
+    if not isinstance(saved, dict) or "rows" not in saved:
+        raise BenchError(f"{partial} was written by an older unikit and does not say which base model it "
+                         f"scored; delete it (or run with --fresh) to start the bench afresh")
+    differ = [k for k in run_id if saved.get(k) != run_id[k]]
+    if differ:
+        raise BenchError(f"{partial} holds an interrupted bench with another {' and '.join(differ)} "
+                         f"({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}); delete it (or run with "
+                         f"--fresh) to start afresh, or resume it with its own settings")
+    return saved["rows"]
+
+
 def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts: Sequence[str] | None = None,
           seeds: int = 3, out=None, base=None, judge=None, resume: bool = True, progress: bool = True,
           command: str = "", workers: int = 1) -> dict:
@@ -267,8 +282,11 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     out = Path(out) if out else Path("results.json")
     if out.suffix != ".json":
         raise BenchError(f"--out {out}: give a .json path (the CSV is written beside it)")
+    from .tokens import base_model_hash
+    base_hash = base_model_hash(M.load_model(base))
     partial = out.with_suffix(".partial.json")
-    rows = json.loads(partial.read_text()) if (resume and partial.is_file()) else []
+    run_id = {"profile": profile, "base_model_hash": base_hash, "concepts": concepts}
+    rows = _resumed_rows(partial, run_id) if (resume and partial.is_file()) else []
     done = {(r["method"], r["seed"]) for r in rows}
     # one job per training: inference variants ride along with the method they share training with
     jobs = []
@@ -282,7 +300,7 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
 
     def finished(method, seed, new):
         rows.extend(new)
-        write_json(partial, rows)
+        write_json(partial, {**run_id, "rows": rows})
         if progress:
             for m in dict.fromkeys(r["method"] for r in new):
                 mine = [r for r in new if r["method"] == m]
@@ -306,10 +324,9 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
                 finished(*futures[f], f.result())
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for s in range(seeds) for m in methods)}
     rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), concepts.index(r["concept"])))
-    from .tokens import base_model_hash
     result = {"profile": profile, "methods": methods, "concepts": concepts, "seeds": seeds,
               "base_model": str(base or M.DEFAULT_MODEL_DIR.name),
-              "base_model_hash": base_model_hash(M.load_model(base)), "rows": rows, "summary": summarise(rows),
+              "base_model_hash": base_hash, "rows": rows, "summary": summarise(rows),
               "seconds": round(time.time() - t0, 1), "command": command, "workers": workers,
               "torch_threads": 1 if workers > 1 else torch.get_num_threads()}
     write_json(out, result)
