@@ -133,6 +133,30 @@ def test_vision_phase_trains_the_understanding_encoder_alone():
     assert all(0.0 <= v <= 1.0 for v in history["vision_accuracy"].values())
 
 
+def test_fan_in_vision_init_and_encoder_readout_touch_the_understanding_encoder_alone():
+    """vision_init="fan_in" re-initialises exactly the vision encoder and aligner, the same way for
+    the same seed; with vision_readout="encoder" the heads read the encoder, so the aligner keeps
+    its new init through phase 2 while the encoder learns."""
+    cfg = P.pretrain_config("smoke", vision_steps=20, vision_init="fan_in", vision_readout="encoder")
+    runs = []
+    for _ in range(2):
+        um = M.build_model("smoke")
+        fresh = {n: p.clone() for n, p in um.model.named_parameters()}
+        P.init_vision_fan_in(um, cfg.seed)
+        inited = {n: p.clone() for n, p in um.model.named_parameters()}
+        P.train_vision(um, dataclasses.replace(cfg, vision_init="transformers"), {}, progress=False)
+        runs.append((fresh, inited, {n: p.clone() for n, p in um.model.named_parameters()}))
+    (fresh, inited, trained), (_, inited2, trained2) = runs
+    changed = {n for n in fresh if not torch.equal(fresh[n], inited[n])}
+    assert changed and all(n.startswith(("model.vision_model.", "model.aligner.")) for n in changed)
+    assert any(".self_attn.q_proj." in n for n in changed) and any(n.startswith("model.aligner.") for n in changed)
+    assert all(torch.equal(inited[n], inited2[n]) and torch.equal(trained[n], trained2[n]) for n in fresh)
+    learnt = {n for n in fresh if not torch.equal(inited[n], trained[n])}
+    assert learnt and all(n.startswith("model.vision_model.") for n in learnt)
+    with pytest.raises(P.PretrainError, match="vision_readout='mean'.*aligner, encoder"):
+        P.pretrain_config("smoke", vision_readout="mean")
+
+
 def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real_train_lm = P.train_lm
