@@ -253,3 +253,51 @@ def test_a_cached_personalization_loads_instead_of_training(base, judge, tmp_pat
     a = E.evaluate_personalized(um, first, judge, n_images=1, parts=("understanding",))
     b = E.evaluate_personalized(um2, again, judge, n_images=1, parts=("understanding",))
     assert a == b
+
+
+WORKER_PARENT = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing as mp
+from unikit import evaluate as E
+
+
+def busy():
+    print(os.getpid(), flush=True)  # the worker has the job: it computes (sleeps) for two minutes
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=E._exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        pool.submit(busy).result()
+"""
+
+
+def test_bench_workers_exit_when_the_bench_process_is_killed(tmp_path):
+    """A killed bench (SIGKILL: no clean-up runs) must not leave its workers computing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(WORKER_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+            with open(f"/proc/{worker}/stat") as f:  # a zombie has exited: only its new parent can reap it
+                if f.read().split(") ")[1].startswith("Z"):
+                    break
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the bench worker outlived its killed parent by 20 s")
