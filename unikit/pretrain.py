@@ -108,6 +108,7 @@ CONFIGS = {
     # teach: the settings the shipped base model was made with (a test holds them equal to its record)
     "teach": PretrainConfig("teach", vq_steps=1500, vq_batch=32, corpus=12000, lm_steps=6000, lm_batch=32,
                             lm_lr=1.5e-3, checkpoint_every=250, perception_steps=500, vq_gate=0.7, vision_steps=1000,
+                            vision_init="fan_in", vision_readout="both",
                             perception_mix={"caption": 1, "vqa": 2, "recognition": 1, "same": 1},
                             mix={"caption": 1, "vqa": 1, "recognition": 1, "same": 1, "t2i": 4, "edit": 2}),
 }
