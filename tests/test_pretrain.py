@@ -153,7 +153,11 @@ def test_fan_in_vision_init_and_encoder_readout_touch_the_understanding_encoder_
     assert all(torch.equal(inited[n], inited2[n]) and torch.equal(trained[n], trained2[n]) for n in fresh)
     learnt = {n for n in fresh if not torch.equal(inited[n], trained[n])}
     assert learnt and all(n.startswith("model.vision_model.") for n in learnt)
-    with pytest.raises(P.PretrainError, match="vision_readout='mean'.*aligner, encoder"):
+    um = M.build_model("smoke")  # "both" (the teach profile's): the aligner learns as well
+    before = {n: p.clone() for n, p in um.model.named_parameters() if n.startswith("model.aligner.")}
+    P.train_vision(um, dataclasses.replace(cfg, vision_readout="both"), {}, progress=False)
+    assert all(not torch.equal(before[n], p) for n, p in um.model.named_parameters() if n in before)
+    with pytest.raises(P.PretrainError, match="vision_readout='mean'.*aligner, encoder, both"):
         P.pretrain_config("smoke", vision_readout="mean")
 
 

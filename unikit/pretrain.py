@@ -129,7 +129,7 @@ def pretrain_config(profile: str, **overrides) -> PretrainConfig:
         raise PretrainError(f"no pretraining profile {profile!r}; choose one of {', '.join(CONFIGS)} "
                             f"(the gpu profile loads Janus-Pro instead of pretraining)")
     cfg = dataclasses.replace(CONFIGS[profile], **overrides)
-    for name, allowed in (("vision_init", VISION_INITS), ("vision_readout", VISION_READOUTS)):
+    for name, allowed in (("vision_init", VISION_INITS), ("vision_readout", tuple(VISION_READS))):
         if getattr(cfg, name) not in allowed:
             raise PretrainError(f"{name}={getattr(cfg, name)!r}; choose one of {', '.join(allowed)}")
     return cfg
@@ -347,7 +347,9 @@ def train_vq(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, start: int 
 VISION_ATTRIBUTES = tuple(world.ATTRIBUTES)  # every field the judge reads, mark included
 
 
-VISION_INITS, VISION_READOUTS = ("transformers", "fan_in"), ("aligner", "encoder", "both")
+VISION_INITS = ("transformers", "fan_in")
+VISION_READS = {"aligner": ("aligner",), "encoder": ("encoder",), "both": ("aligner", "encoder")}
+"""``vision_readout`` -> the outputs phase 2's heads read (the first is what ``vision_accuracy`` reports)."""
 
 
 @torch.no_grad()
@@ -403,7 +405,7 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
     janus = um.model.model
     if cfg.vision_init == "fan_in":
         init_vision_fan_in(um, cfg.seed)
-    reads = {"aligner": ("aligner",), "encoder": ("encoder",), "both": ("aligner", "encoder")}[cfg.vision_readout]
+    reads = VISION_READS[cfg.vision_readout]
     widths = {"aligner": int(um.config.text_config.hidden_size), "encoder": int(um.config.vision_config.hidden_size)}
     gen = torch.Generator().manual_seed(cfg.seed + 99)
     heads = torch.nn.ModuleDict({r: torch.nn.ModuleDict({a: torch.nn.Linear(widths[r], len(v))
@@ -427,7 +429,7 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
         for g in opt.param_groups:
             g["lr"] = lr
         encoded = janus.vision_model(M.pixel_values(um, world.render_many(scenes))).last_hidden_state
-        pooled = {"encoder": encoded.mean(1), "aligner": janus.aligner(encoded).mean(1)}
+        pooled = {r: (encoded if r == "encoder" else janus.aligner(encoded)).mean(1) for r in reads}
         loss = 0.0
         for r in reads:  # the first readout's logits are what ``vision_accuracy`` reports
             out = {a: heads[r][a](pooled[r]) for a in VISION_ATTRIBUTES}
