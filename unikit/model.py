@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -569,10 +570,28 @@ def _uncond(um: UnifiedModel, ids: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, ids, torch.full_like(ids, um.ids["pad"]))
 
 
-def run_language_model(um: UnifiedModel, embeds, mask, **kw):
-    """The language model on ``inputs_embeds`` ``[B, L, D]`` with ``attention_mask`` ``[B, L]``
-    (keyword arguments such as ``output_attentions`` or ``past_key_values`` pass through)."""
+@functools.cache
+def _cache_keyword() -> str:
+    """The keyword the installed transformers' language model takes its KV cache by
+    (``cache`` in recent 5.x releases, ``past_key_values`` before, now deprecated)."""
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def run_language_model(um: UnifiedModel, embeds, mask, cache=None, **kw):
+    """The language model on ``inputs_embeds`` ``[B, L, D]`` with ``attention_mask`` ``[B, L]``;
+    ``cache``: the KV cache of an earlier call (see :func:`kv_cache`). Keyword arguments such
+    as ``output_attentions`` or ``use_cache`` pass through."""
+    if cache is not None:
+        kw[_cache_keyword()] = cache
     return um.model.model.language_model(inputs_embeds=embeds, attention_mask=mask, **kw)
+
+
+def kv_cache(out):
+    """The KV cache a :func:`run_language_model` call with ``use_cache=True`` returned."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 # --------------------------------------------------------------------------- understanding
@@ -600,7 +619,7 @@ def answer(um: UnifiedModel, images, questions, max_new_tokens: int = 4,
             break
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
         out = run_language_model(um, embed(um, nxt[:, None], None, embed_hook), mask,
-                                 past_key_values=out.past_key_values, use_cache=True)
+                                 cache=kv_cache(out), use_cache=True)
     return [um.tokenizer.decode(r, skip_special_tokens=True).strip() for r in result]
 
 
@@ -728,7 +747,7 @@ def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values
                 break
             mask = torch.cat([mask, mask.new_ones(2 * B, 1)], dim=1)
             e = um.model.prepare_embeddings_for_image_generation(torch.cat([nxt, nxt])[:, None])
-            out = run_language_model(um, e, mask, past_key_values=out.past_key_values, use_cache=True,
+            out = run_language_model(um, e, mask, cache=kv_cache(out), use_cache=True,
                                      output_attentions=(i + 1) in steps)
     return codes, attentions
 
