@@ -161,6 +161,30 @@ def test_fan_in_vision_init_and_encoder_readout_touch_the_understanding_encoder_
         P.pretrain_config("smoke", vision_readout="mean")
 
 
+def test_fan_in_language_init_touches_the_language_model_alone_and_only_on_a_fresh_start(monkeypatch):
+    """lm_init="fan_in" re-initialises the language model's linear layers and text head, the same
+    way for the same seed, nothing else; train_lm applies it on a fresh phase 3, not on a resume."""
+    inits = []
+    for _ in range(2):
+        um = M.build_model("smoke")
+        fresh = {n: p.clone() for n, p in um.model.named_parameters()}
+        P.init_language_fan_in(um, 0)
+        inits.append({n: p.clone() for n, p in um.model.named_parameters()})
+    changed = {n for n in fresh if not torch.equal(fresh[n], inits[0][n])}
+    assert any(".self_attn.q_proj." in n for n in changed) and "lm_head.weight" in changed
+    assert all(n.startswith("model.language_model.layers.") or n == "lm_head.weight" for n in changed)
+    assert all(torch.equal(inits[0][n], inits[1][n]) for n in fresh)
+    calls = []
+    monkeypatch.setattr(P, "init_language_fan_in", lambda um, seed: calls.append(seed))
+    cfg = P.pretrain_config("smoke", lm_init="fan_in", lm_steps=3)
+    P.train_lm(um, None, cfg, {}, start=3, progress=False)  # a resume at its end: no steps, no re-init
+    assert calls == []
+    P.train_lm(um, None, dataclasses.replace(cfg, lm_steps=0), {}, start=0, progress=False)
+    assert calls == [0]
+    with pytest.raises(P.PretrainError, match="lm_init='xavier'.*transformers, fan_in"):
+        P.pretrain_config("smoke", lm_init="xavier")
+
+
 def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real_train_lm = P.train_lm

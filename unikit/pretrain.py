@@ -76,6 +76,9 @@ class PretrainConfig:
     vision_init: str = "transformers"
     vision_readout: str = "aligner"
     corpus: int = 12000  # generic scenes rendered and VQ-encoded once
+    # How phase 3 starts: "transformers" keeps the library's init of the language model,
+    # "fan_in" re-initialises its linear layers and text head (:func:`init_language_fan_in`).
+    lm_init: str = "transformers"
     lm_steps: int = 6000
     lm_batch: int = 32
     lm_lr: float = 1e-3
@@ -92,6 +95,7 @@ class PretrainConfig:
     # Before everything else, ``yesno_steps`` steps of the yes/no curriculum alone (see
     # :func:`attribute_example`): one attribute more every quarter, background first.
     yesno_steps: int = 0
+    yesno_newest: float = 0.5  # how often the curriculum asks about its newest attribute
     caption_dropout: float = 0.1
     checkpoint_every: int = 500
     eval_n: int = 200  # held-out examples per metric
@@ -129,7 +133,8 @@ def pretrain_config(profile: str, **overrides) -> PretrainConfig:
         raise PretrainError(f"no pretraining profile {profile!r}; choose one of {', '.join(CONFIGS)} "
                             f"(the gpu profile loads Janus-Pro instead of pretraining)")
     cfg = dataclasses.replace(CONFIGS[profile], **overrides)
-    for name, allowed in (("vision_init", VISION_INITS), ("vision_readout", tuple(VISION_READS))):
+    for name, allowed in (("vision_init", VISION_INITS), ("vision_readout", tuple(VISION_READS)),
+                          ("lm_init", LM_INITS)):
         if getattr(cfg, name) not in allowed:
             raise PretrainError(f"{name}={getattr(cfg, name)!r}; choose one of {', '.join(allowed)}")
     return cfg
@@ -169,7 +174,8 @@ def attribute_example(sc: Scene, rng: random.Random, attributes=YESNO_ORDER, new
 
 def yesno_attributes(step: int, yesno_steps: int) -> tuple[str, ...]:
     """The attributes the yes/no curriculum asks about at model step ``step``: one more of
-    :data:`YESNO_ORDER` every ``yesno_steps / 4`` steps (the newest drawn half the time)."""
+    :data:`YESNO_ORDER` every ``yesno_steps / 4`` steps (the newest drawn with probability
+    ``PretrainConfig.yesno_newest``)."""
     k = min(len(YESNO_ORDER), 1 + step * len(YESNO_ORDER) // max(1, yesno_steps))
     return YESNO_ORDER[:k]
 
@@ -348,11 +354,27 @@ VISION_ATTRIBUTES = tuple(world.ATTRIBUTES)  # every field the judge reads, mark
 
 
 VISION_INITS = ("transformers", "fan_in")
+LM_INITS = ("transformers", "fan_in")
 VISION_READS = {"aligner": ("aligner",), "encoder": ("encoder",), "both": ("aligner", "encoder")}
 """``vision_readout`` -> the outputs phase 2's heads read (the first is what ``vision_accuracy`` reports)."""
 
 
 @torch.no_grad()
+def _init_fan_in(modules, attentions, seed: int) -> None:
+    """Every linear and conv layer of ``modules`` at PyTorch's default fan-in scale, the q/k/v
+    projections of ``attentions`` with Xavier (biases zero); deterministic in ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for mod in modules:
+            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                mod.reset_parameters()
+        for attn in attentions:
+            for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
+                torch.nn.init.xavier_uniform_(lin.weight)
+                if lin.bias is not None:
+                    torch.nn.init.zeros_(lin.bias)
+
+
 def init_vision_fan_in(um: M.UnifiedModel, seed: int) -> None:
     """Re-initialise the understanding encoder (vision model + aligner) for training from scratch
     at this small width: every linear and conv layer at PyTorch's default fan-in scale, attention
@@ -364,15 +386,23 @@ def init_vision_fan_in(um: M.UnifiedModel, seed: int) -> None:
     the time (chance 25%); with this init they read 42%, and heads on the encoder's own outputs
     70% (see ``vision_readout``)."""
     janus = um.model.model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 7)
-        for mod in [*janus.vision_model.modules(), *janus.aligner.modules()]:
-            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
-                mod.reset_parameters()
-        for layer in janus.vision_model.encoder.layers:
-            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                torch.nn.init.xavier_uniform_(lin.weight)
-                torch.nn.init.zeros_(lin.bias)
+    _init_fan_in([*janus.vision_model.modules(), *janus.aligner.modules()],
+                 [layer.self_attn for layer in janus.vision_model.encoder.layers], seed + 7)
+
+
+def init_language_fan_in(um: M.UnifiedModel, seed: int) -> None:
+    """Re-initialise the language model's linear layers and its text head (``lm_head``) the
+    same way as :func:`init_vision_fan_in` (fan-in scale, Xavier q/k/v); the token embeddings,
+    norms and the generation path keep the library's init.
+
+    Why (measured in this kit: a fresh language model on the shipped understanding encoder,
+    yes/no questions only, batch 32, lr 1.5e-3): with transformers' init the answers stayed on
+    the coin-flip plateau except "is the background X?"; with this init "is the background X?"
+    left it after 84 steps and "is the object <colour>?" after 321 (0.72 right at step 750),
+    while with transformers' init colour was still at 0.47 after 1000 steps. Shape stayed near
+    chance with either init."""
+    lm = um.model.model.language_model
+    _init_fan_in([*lm.modules(), um.model.lm_head], [layer.self_attn for layer in lm.layers], seed + 13)
 
 
 def vision_parameters(um: M.UnifiedModel) -> list[torch.nn.Parameter]:
@@ -460,7 +490,11 @@ def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: d
              opt_state=None, save=None, progress: bool = True) -> None:
     """Phase 3: every part but the tokenizer, on the task mixture (one task per step, drawn by
     weight): first ``cfg.yesno_steps`` of the yes/no curriculum alone, then understanding tasks
-    alone up to ``cfg.perception_steps``, then the full mixture ``cfg.mix``."""
+    alone up to ``cfg.perception_steps``, then the full mixture ``cfg.mix``. With
+    ``cfg.lm_init="fan_in"`` a fresh run (not a resumed one) first re-initialises the language
+    model (:func:`init_language_fan_in`)."""
+    if cfg.lm_init == "fan_in" and start == 0 and not opt_state:
+        init_language_fan_in(um, cfg.seed)
     for p in um.vq.parameters():
         p.requires_grad_(False)
     params = _lm_parameters(um)
@@ -481,7 +515,7 @@ def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: d
         rng = random.Random(cfg.seed * 1_000_003 + 7919 * step + 1)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         if step < cfg.yesno_steps:
-            task, attributes, newest = "attribute", yesno_attributes(step, cfg.yesno_steps), 0.5
+            task, attributes, newest = "attribute", yesno_attributes(step, cfg.yesno_steps), cfg.yesno_newest
         else:
             task = rng.choices(*mixes["perception" if step < cfg.perception_steps else "full"])[0]
             attributes, newest = YESNO_ORDER, 0.0
