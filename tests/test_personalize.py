@@ -87,13 +87,23 @@ def test_unictokens_stages_add_groups_in_order_and_freeze_earlier_ones(base):
 def test_unictokens_resumes_from_its_last_stage_checkpoint(base, tmp_path, capsys):
     um = M.load_model(base)
     first = P.personalize(um, ["bo"], "unictokens", "smoke", seed=0, checkpoint=tmp_path, stop_after=2)
-    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["bo.stage1.safetensors", "bo.stage2.safetensors"]
+    assert sorted(p.name for p in tmp_path.glob("bo.*.safetensors")) == ["bo.stage1.safetensors",
+                                                                          "bo.stage2.safetensors"]
+    assert first.trajectory.stages() == ["start", "stage1", "stage2"]
     um2 = M.load_model(base)  # "interrupted": a fresh process carries on from stage 2
     second = P.personalize(um2, ["bo"], "unictokens", "smoke", seed=0, checkpoint=tmp_path)
     assert "resuming unictokens after stage 2" in capsys.readouterr().out
     assert set(second.curves) == {"stage1", "stage2", "stage3"}
     assert second.curves["stage2"] == first.curves["stage2"]
     assert (tmp_path / "bo.stage3.safetensors").is_file()
+    # the trajectory came back from the checkpoint, row for row, and went on through stage 3
+    assert second.trajectory.stages() == ["start", "stage1", "stage2", "stage3"]
+    n = len(first.trajectory)
+    for a, b in zip(first.trajectory.snapshots, second.trajectory.snapshots[:n]):
+        assert (a.stage, a.step, a.names) == (b.stage, b.step, b.names)
+        assert all(torch.equal(a.rows[g], b.rows[g]) for g in a.rows)
+    last = second.trajectory.last_rows("stage3", "bo")
+    assert torch.equal(last["understanding"], second.tokens["bo"].rows["understanding"][0].detach())
 
 
 def test_personalization_is_deterministic(base, judge):

@@ -55,6 +55,21 @@ def ga(setup):
 # --------------------------------------------------------------------------- embeddings
 
 
+def test_token_recorder_round_trips_through_safetensors(setup, tmp_path):
+    rec = setup["rec"]
+    rec.save(tmp_path / "trajectory.safetensors")
+    back = V.TokenRecorder.load(tmp_path / "trajectory.safetensors")
+    assert len(back) == len(rec) and back.stages() == rec.stages() == ["start", "stage1", "stage3"]
+    for a, b in zip(rec.snapshots, back.snapshots):
+        assert (a.order, a.stage, a.step, a.concept, a.names) == (b.order, b.stage, b.step, b.concept, b.names)
+        assert all(torch.equal(a.rows[g], b.rows[g]) for g in a.rows)
+    assert back.frame().equals(rec.frame())
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a token trajectory"):
+        V.TokenRecorder.load(tmp_path / "other.safetensors")
+
+
 def test_token_map_rows_kinds_and_determinism(setup):
     um, bo, kiki, rec = setup["um"], setup["bo"], setup["kiki"], setup["rec"]
     n_words = T.base_vocab_size(um) - len(set(um.tokenizer.all_special_tokens) & set(um.tokenizer.get_vocab()))

@@ -54,6 +54,8 @@ class Personalized:
     curves: dict = field(default_factory=dict)  # stage -> loss per step
     seconds: float = 0.0
     replay: bool = False  # knowledge replay before generation
+    # UniCTokens: every concept's rows every few steps through its stages, kept in its checkpoint
+    trajectory: S.TokenRecorder | None = None
 
     def generation_request(self, um, name: str, prompt: str):
         """``(prompt to generate from, ReplayTrace or None)``: with replay, the request is first
@@ -151,18 +153,30 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
                    **_) -> Personalized:
     """UniCTokens' three stages, with a checkpoint of every concept's tokens after each stage;
     with ``checkpoint`` (a directory) an interrupted run resumes after its last finished stage.
-    ``stop_after`` (1 or 2) stops early: the lessons run one stage each."""
+    ``stop_after`` (1 or 2) stops early: the lessons run one stage each. The result's
+    ``trajectory`` (a :class:`~unikit.stages.TokenRecorder`: every concept's rows at the start and
+    every few steps of each stage) is saved with each stage, so a run loaded from its checkpoint
+    still shows the path its tokens took."""
     sizes = group_sizes(um)
     names = [c.name for c in cards]
     curves = {}
+    trajectory = S.TokenRecorder()  # the tokens' path, saved with each stage's checkpoint
     done = min(_finished_stage(checkpoint, names), stop_after)
     if done:
         cts = {n: T.load_concept_tokens(um, Path(checkpoint) / f"{n}.stage{done}.safetensors") for n in names}
         curves = json.loads((Path(checkpoint) / f"curves.stage{done}.json").read_text())
+        trajectory = S.TokenRecorder.load(Path(checkpoint) / f"trajectory.stage{done}.safetensors")
         print(f"resuming unictokens after stage {done} from {checkpoint}")
     else:
         cts = _add(um, cards, {"shared": sizes["shared"]}, pdata, init={"shared": "kmeans_images"})
+        for n in names:
+            trajectory.start(cts[n])
     cl = [cts[n] for n in names]
+
+    def record(stage, step, loss, ct):
+        trajectory(stage, step, loss, ct)
+        if on_step is not None:
+            on_step(stage, step, loss, ct)
 
     def save(stage: int):
         if checkpoint is None:
@@ -171,32 +185,35 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
         for n in names:
             T.save_concept_tokens(cts[n], Path(checkpoint) / f"{n}.stage{stage}.safetensors",
                                   extra={"method": "unictokens", "stage": stage})
+        trajectory.save(Path(checkpoint) / f"trajectory.stage{stage}.safetensors")
         from .cache import write_json
-        write_json(Path(checkpoint) / f"curves.stage{stage}.json", curves)
+        write_json(Path(checkpoint) / f"curves.stage{stage}.json", curves)  # last: it marks the stage done
+
+    def result(prompting):
+        return Personalized("unictokens", list(cards), cts, prompting, curves, trajectory=trajectory)
 
     p = S.Prompting(understanding=("shared", "understanding"), generation=("shared", "generation"),
                     editing=("shared", "generation"))
     if done < 1:
-        curves["stage1"] = S.train_stage_1_understanding(um, cl, pdata, sched, seed, on_step, progress)
+        curves["stage1"] = S.train_stage_1_understanding(um, cl, pdata, sched, seed, record, progress)
         save(1)
     if stop_after == 1:
-        return Personalized("unictokens", list(cards), cts, S.Prompting(understanding=("shared",),
-                            generation=("shared",), editing=("shared",)), curves)
+        return result(S.Prompting(understanding=("shared",), generation=("shared",), editing=("shared",)))
     if done < 2:
         for ct in cl:
             ct.add_group(um, "generation", sizes["generation"], init="class_word")
-        curves["stage2"] = S.train_stage_2_generation(um, cl, pdata, sched, seed, on_step, progress)
+        curves["stage2"] = S.train_stage_2_generation(um, cl, pdata, sched, seed, record, progress)
         save(2)
     if stop_after == 2:
-        return Personalized("unictokens", list(cards), cts, S.Prompting(understanding=("shared",),
-                            generation=("shared", "generation"), editing=("shared", "generation")), curves)
+        return result(S.Prompting(understanding=("shared",), generation=("shared", "generation"),
+                                  editing=("shared", "generation")))
     if done < 3:
         for i, ct in enumerate(cl):
             codes = S.generated_codes(um, ct, sched.n_generated, sched.guidance, seed=seed + 100 + i)
             ct.add_group(um, "understanding", sizes["understanding"], init="kmeans_codes", codes=codes)
-        curves["stage3"] = S.train_stage_3_understanding(um, cl, pdata, sched, seed, on_step, progress)
+        curves["stage3"] = S.train_stage_3_understanding(um, cl, pdata, sched, seed, record, progress)
         save(3)
-    return Personalized("unictokens", list(cards), cts, p, curves)
+    return result(p)
 
 
 def _layout(um, layout: str) -> tuple[dict, S.Prompting]:
@@ -249,7 +266,7 @@ def _finished_stage(checkpoint, names) -> int:
     for stage in (3, 2, 1):
         d = Path(checkpoint)
         if all((d / f"{n}.stage{stage}.safetensors").is_file() for n in names) and \
-                (d / f"curves.stage{stage}.json").is_file():
+                (d / f"trajectory.stage{stage}.safetensors").is_file() and (d / f"curves.stage{stage}.json").is_file():
             return stage
     return 0
 
