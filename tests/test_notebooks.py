@@ -7,6 +7,7 @@ import json
 import sys
 
 import nbformat
+import papermill
 import pytest
 
 from unikit import cli
@@ -60,6 +61,9 @@ def test_notebook_conventions(path):
     assert tagged[0].cell_type == "code"
     params = _check_parameters(tagged[0].source)
     assert params.get("PROFILE") == "teach", 'the parameters cell needs PROFILE: str = "teach"'
+    # papermill reads every parameter too (its parser gives up on a line whose comment holds "=")
+    read = {p["name"] for p in papermill.inspect_notebook(str(path)).values()}
+    assert read == set(params), f"papermill cannot parse the parameters {sorted(set(params) - read)}"
 
 
 def test_parameters_check_rejects_what_papermill_or_readers_would_trip_on():
