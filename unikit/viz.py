@@ -7,8 +7,9 @@ test can check it.
 (``[k, D]`` per group). :func:`token_map` projects them to 2-D together with the model's own
 vectors (word rows, and the VQ image tokens as the generation path embeds them) by PCA,
 UMAP or t-SNE; :func:`plot_token_map` colours them by concept, group or stage. A
-:class:`TokenRecorder` passed as ``on_step`` to the training functions keeps snapshots, so
-:func:`plot_token_trajectories` draws each token's path through the stages.
+:class:`~unikit.stages.TokenRecorder` passed as ``on_step`` to the training functions keeps
+snapshots (every UniCTokens run keeps one as ``trajectory``), so :func:`plot_token_trajectories`
+draws each token's path through the stages.
 :func:`nearest_neighbours` lists the closest words and image tokens of every learned token;
 :func:`cosine_heatmap` and its helpers compare groups, concepts, stages and token sets.
 
