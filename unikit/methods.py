@@ -166,7 +166,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
         cts = {n: T.load_concept_tokens(um, Path(checkpoint) / f"{n}.stage{done}.safetensors") for n in names}
         curves = json.loads((Path(checkpoint) / f"curves.stage{done}.json").read_text())
         trajectory = S.TokenRecorder.load(Path(checkpoint) / f"trajectory.stage{done}.safetensors")
-        print(f"resuming unictokens after stage {done} from {checkpoint}")
+        print(f"{'loaded' if done == stop_after else 'resuming'} unictokens after stage {done} from {checkpoint}")
     else:
         cts = _add(um, cards, {"shared": sizes["shared"]}, pdata, init={"shared": "kmeans_images"})
         for n in names:
