@@ -77,7 +77,8 @@ class PretrainConfig:
     vision_readout: str = "aligner"
     corpus: int = 12000  # generic scenes rendered and VQ-encoded once
     # How phase 3 starts: "transformers" keeps the library's init of the language model,
-    # "fan_in" re-initialises its linear layers and text head (:func:`init_language_fan_in`).
+    # "fan_in" re-initialises its linear layers and text head (:func:`init_language_fan_in`:
+    # faster on yes/no alone, worse in a full teach run, measured there).
     lm_init: str = "transformers"
     lm_steps: int = 6000
     lm_batch: int = 32
@@ -400,7 +401,12 @@ def init_language_fan_in(um: M.UnifiedModel, seed: int) -> None:
     the coin-flip plateau except "is the background X?"; with this init "is the background X?"
     left it after 84 steps and "is the object <colour>?" after 321 (0.72 right at step 750),
     while with transformers' init colour was still at 0.47 after 1000 steps. Shape stayed near
-    chance with either init."""
+    chance with either init. In a full teach run, though (with ``yesno_steps=1000``,
+    ``yesno_newest=0.75``, ``perception_steps=1500``, ``lm_steps=6500``, "attribute" in both
+    mixes), every other task fell behind the shipped model's run: mean losses over steps
+    4500-5000 were VQA 0.50 vs 0.15, caption 0.52 vs 0.16, text-to-image 3.37 vs 2.70, while
+    recognition and same-object stayed on the plateau (0.349 vs 0.347). So the teach profile
+    keeps transformers' init for the language model."""
     lm = um.model.model.language_model
     _init_fan_in([*lm.modules(), um.model.lm_head], [layer.self_attn for layer in lm.layers], seed + 13)
 
