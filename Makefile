@@ -9,9 +9,9 @@ STAMP  := $(VENV)/.installed
 # or an unpinned torch pulled in by another package may bring a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
-# OpenMP threads that spin while another process wants the core stall torch on 2-core
-# machines (measured: 20x slower); passive waiting costs little when the machine is quiet.
-export OMP_WAIT_POLICY ?= PASSIVE
+# OpenMP's default waiting is kept: on a quiet 2-core machine OMP_WAIT_POLICY=PASSIVE made
+# personalization 3.2x and pretraining steps 1.3-1.4x slower (benchmarks/bench_threads.py).
+# Running two multi-threaded kit processes at once? Give each UNIKIT_THREADS=1 instead.
 
 .PHONY: help venv test book lab smoke clean distclean
 

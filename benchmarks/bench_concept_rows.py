@@ -27,16 +27,14 @@ run its matmuls about 5x slower, which hides the difference.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from unikit.tokens import ConceptTokens  # noqa: E402
+from unikit.tokens import ConceptTokens
 
 GROUP_SIZES = {"identifier": 1, "shared": 16, "understanding": 8, "generation": 8}  # UniCTokens' 33
 

@@ -30,16 +30,14 @@ import resource
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep (a shared CPU otherwise stalls)
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from unikit import judge as J  # noqa: E402
-from unikit import model as M  # noqa: E402
-from unikit import pretrain as P  # noqa: E402
-from unikit import vq as V  # noqa: E402
-from unikit import world  # noqa: E402
+from unikit import judge as J
+from unikit import model as M
+from unikit import pretrain as P
+from unikit import vq as V
+from unikit import world
 
 
 def matmul_throughput(sizes=(1024, 1536, 2048), repeats: int = 3) -> dict[int, float]:

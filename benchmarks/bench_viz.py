@@ -16,14 +16,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep
 
 
 def attention_timing(profile: str, concept: str, repeats: int) -> dict:

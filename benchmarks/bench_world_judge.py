@@ -10,15 +10,13 @@ per attribute on held-out clean and degraded renders. The shipped judge
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep (a shared CPU otherwise stalls)
 
-import torch  # noqa: E402
+import torch
 
-from unikit import judge as J  # noqa: E402
-from unikit import world  # noqa: E402
+from unikit import judge as J
+from unikit import world
 
 
 def render_speed(image_size: int, n: int = 3000) -> float:

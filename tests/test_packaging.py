@@ -58,3 +58,19 @@ def test_ci_runs_make_test():
     assert script.startswith("#!/usr/bin/env bash")
     assert "set -euo pipefail" in script
     assert any(line.strip() == "make test" for line in script.splitlines())
+
+
+def test_unikit_threads_sets_torch_threads_and_a_bad_value_is_named(monkeypatch):
+    import torch
+
+    from unikit import runtime
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("UNIKIT_THREADS", "1")
+        assert runtime.set_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("UNIKIT_THREADS", "two")
+        with pytest.raises(runtime.ProfileError, match="UNIKIT_THREADS='two'.*whole number"):
+            runtime.set_threads()
+    finally:
+        torch.set_num_threads(before)

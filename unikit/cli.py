@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .runtime import PROFILES
+from .runtime import PROFILES, set_threads
 
 
 # --------------------------------------------------------------------------- run
@@ -229,6 +229,7 @@ def _is_unikit_error(e: BaseException) -> bool:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        set_threads()  # UNIKIT_THREADS, if set
         code = args.handler(args)
     except ValueError as e:
         if not _is_unikit_error(e):

@@ -54,8 +54,19 @@ def setup(seed: int = 0, device: str = "auto", threads: int | None = None) -> to
     """
     set_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    n = threads or int(os.environ.get("UNIKIT_THREADS", "0"))
+    set_threads(threads)
+    return pick_device(device)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Use ``threads`` CPU threads (default: ``UNIKIT_THREADS``, else leave torch's choice);
+    returns the number in use. The ``unikit`` commands call it at start."""
+    raw = threads if threads is not None else os.environ.get("UNIKIT_THREADS", "0")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ProfileError(f"UNIKIT_THREADS={raw!r}: give a whole number of threads, e.g. UNIKIT_THREADS=1") from None
     if n > 0:
         torch.set_num_threads(n)
-    return pick_device(device)
+    return torch.get_num_threads()
 
