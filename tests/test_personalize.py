@@ -104,6 +104,8 @@ def test_unictokens_resumes_from_its_last_stage_checkpoint(base, tmp_path, capsy
         assert all(torch.equal(a.rows[g], b.rows[g]) for g in a.rows)
     last = second.trajectory.last_rows("stage3", "bo")
     assert torch.equal(last["understanding"], second.tokens["bo"].rows["understanding"][0].detach())
+    (tmp_path / "trajectory.stage3.safetensors").unlink()  # a cache from before trajectories: stage 3 is redone
+    assert P._finished_stage(tmp_path, ["bo"]) == 2
 
 
 def test_personalization_is_deterministic(base, judge):
