@@ -237,9 +237,10 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _resumed_rows(partial: Path, run_id: dict) -> list[dict]:
-    """The finished rows an interrupted bench left in ``partial``, if it ran what this bench runs
-    (same profile, base model and concepts); otherwise a :class:`BenchError` naming the difference."""
+def _resumed_rows(partial: Path, run_id: dict) -> tuple[list[dict], float]:
+    """The finished rows an interrupted bench left in ``partial`` and the seconds it had run, if
+    it ran what this bench runs (same profile, base model and concepts); otherwise a
+    :class:`BenchError` naming the difference."""
     saved = json.loads(partial.read_text())
     if not isinstance(saved, dict) or "rows" not in saved:
         raise BenchError(f"{partial} was written by an older unikit and does not say which base model it "
@@ -249,7 +250,7 @@ def _resumed_rows(partial: Path, run_id: dict) -> list[dict]:
         raise BenchError(f"{partial} holds an interrupted bench with another {' and '.join(differ)} "
                          f"({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}); delete it (or run with "
                          f"--fresh) to start afresh, or resume it with its own settings")
-    return saved["rows"]
+    return saved["rows"], float(saved.get("seconds", 0.0))
 
 
 def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts: Sequence[str] | None = None,
@@ -286,7 +287,7 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     base_hash = base_model_hash(M.load_model(base))
     partial = out.with_suffix(".partial.json")
     run_id = {"profile": profile, "base_model_hash": base_hash, "concepts": concepts}
-    rows = _resumed_rows(partial, run_id) if (resume and partial.is_file()) else []
+    rows, before = _resumed_rows(partial, run_id) if (resume and partial.is_file()) else ([], 0.0)
     done = {(r["method"], r["seed"]) for r in rows}
     # one job per training: inference variants ride along with the method they share training with
     jobs = []
@@ -300,7 +301,7 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
 
     def finished(method, seed, new):
         rows.extend(new)
-        write_json(partial, {**run_id, "rows": rows})
+        write_json(partial, {**run_id, "rows": rows, "seconds": round(before + time.time() - t0, 1)})
         if progress:
             for m in dict.fromkeys(r["method"] for r in new):
                 mine = [r for r in new if r["method"] == m]
@@ -327,7 +328,8 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     result = {"profile": profile, "methods": methods, "concepts": concepts, "seeds": seeds,
               "base_model": str(base or M.DEFAULT_MODEL_DIR.name),
               "base_model_hash": base_hash, "rows": rows, "summary": summarise(rows),
-              "seconds": round(time.time() - t0, 1), "command": command, "workers": workers,
+              "seconds": round(before + time.time() - t0, 1),  # interrupted runs included, up to their last job
+              "command": command, "workers": workers,
               "torch_threads": 1 if workers > 1 else torch.get_num_threads()}
     write_json(out, result)
     with atomic_path(out.with_suffix(".csv")) as tmp:
