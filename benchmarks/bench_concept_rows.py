@@ -20,7 +20,7 @@ Memory: the official way holds the embedding's and head's gradients, two AdamW m
 saved copy: 4 x 2 x 102400 x 2048 x 4 bytes = 6.7 GB in float32 beyond the 2.1 GB model (plus
 the restore's temporaries). Measured here (2026-12-02, one thread): 2.71 vs 18.97 s per step,
 the official way's peak RSS 9.3 GB above the model, 139 s in all, speedup=7.00 memory_ratio=3104
-(an earlier run, on a machine setting that slowed threads, gave speedup=4.0). Under a 6 GB cap use ``--vocab 32000`` (peak RSS 4.3 GB, about 55 s;
+(an earlier run here gave speedup=4.0: the ratio varies between runs). Under a 6 GB cap use ``--vocab 32000`` (peak RSS 4.3 GB, about 55 s;
 speedup=2.9-3.2 memory_ratio=971). ``--dtype bfloat16`` halves memory, but CPUs without bf16 units
 run its matmuls about 5x slower, which hides the difference.
 """
