@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # OpenMP's default waiting is kept: on a quiet 2-core machine OMP_WAIT_POLICY=PASSIVE made
-# personalization 3.2x and pretraining steps 1.3-1.4x slower (benchmarks/bench_threads.py).
+# personalization 3.0x and pretraining steps 1.2-1.5x slower (benchmarks/bench_threads.py).
 # Running two multi-threaded kit processes at once? Give each UNIKIT_THREADS=1 instead.
 
 .PHONY: help venv test book lab smoke clean distclean

@@ -3,13 +3,14 @@
     python benchmarks/bench_threads.py [--steps 20]
 
 Each setting runs in a fresh process (``OMP_WAIT_POLICY`` must be set before torch starts),
-one after the other on a quiet machine, and times the same work with the shipped base model:
+one after the other on a quiet machine, and times the same work (the shipped base model for
+personalization, a fresh teach model for pretraining):
 
-- personalization: ``--steps`` joint decoupled steps for one concept (understanding +
-  generation + editing losses, only the concept rows train), the lessons' and the bench's
-  inner loop;
-- pretraining: ``--steps`` teach-profile model steps of text-to-image and of VQA (batch 32,
-  every part but the tokenizer training).
+- personalization: one concept's joint decoupled training (teach schedule: understanding +
+  generation + editing losses, only the concept rows train), timed as
+  ``bench_personalize.py`` times it;
+- pretraining: seconds per teach-profile model step of text-to-image and of VQA (batch 32,
+  every part but the tokenizer training), timed as ``bench_pretrain.py`` times them.
 
 Settings: 1 thread; 2 threads with ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once);
 2 threads with the default policy (idle threads spin a little before sleeping). The last
@@ -28,41 +29,21 @@ SETTINGS = (("1 thread", 1, None), ("2 threads, passive", 2, "PASSIVE"), ("2 thr
 
 
 def work(threads: int, steps: int) -> dict:
-    import random
-    import time
-
+    """Time the work of one setting (in this process), with the other benchmarks' own timers."""
     import torch
+    from bench_personalize import timed_joint
+    from bench_pretrain import lm_step_figures
 
-    from unikit import methods, model, stages
+    from unikit import model as M
     from unikit import pretrain as P
 
+    out = {"personalize": timed_joint("teach", "bo", threads)}  # sets the threads too
     torch.set_num_threads(threads)
-    um = model.load_model()
-    sched = stages.schedule("teach", joint_steps=steps)
-    card = methods.load_concept("bo")
-    pdata = [stages.personal_data(um, card, sched, 0, n_edits=sched.n_edits)]
-    t = time.perf_counter()
-    methods.run_decoupled(um, [card], pdata, sched, 0)
-    out = {"personalize": (time.perf_counter() - t) / steps}
-    base = model.load_model()
-    corpus = P.build_corpus(base, 256, 0)
-    params = P._lm_parameters(base)
-    for p in base.vq.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    base.model.train()
+    um = M.build_model("teach")
+    corpus = P.build_corpus(um, 256, seed=0)
+    cfg = P.pretrain_config("teach")
     for task in ("t2i", "vqa"):
-        rng = random.Random(0)
-        times = []
-        for _ in range(steps + 2):
-            batch = P.task_batch(task, corpus, 32, rng)
-            t = time.perf_counter()
-            loss = P.task_loss(base, task, batch, 0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t)
-        out[task] = sum(times[2:]) / steps  # the first two steps warm up
+        out[task] = lm_step_figures(um, corpus, cfg, task, steps, seed=0)["seconds"]
     return out
 
 
@@ -82,10 +63,10 @@ def main(argv=None) -> None:
         out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--_child", str(threads),
                               str(args.steps)], env=env, capture_output=True, text=True, check=True)
         results[label] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"seconds per step ({args.steps} steps each, shipped base model, teach sizes)")
+    print(f"teach sizes; personalization: seconds in all; pretraining: seconds per step ({args.steps} timed)")
     print(f"{'setting':<22} {'personalize':>12} {'pretrain t2i':>13} {'pretrain vqa':>13}")
     for label, r in results.items():
-        print(f"{label:<22} {r['personalize']:>12.3f} {r['t2i']:>13.3f} {r['vqa']:>13.3f}")
+        print(f"{label:<22} {r['personalize']:>12.1f} {r['t2i']:>13.3f} {r['vqa']:>13.3f}")
     slow = results["2 threads, passive"]["personalize"] / results["2 threads, default"]["personalize"]
     print(f"passive_slowdown={slow:.2f}")
 

@@ -95,7 +95,7 @@ class TokenRecorder:
         found = [s for s in self.snapshots if s.stage == stage and s.concept == concept]
         if not found:
             raise StageError(f"no snapshot of {concept!r} in stage {stage!r}; recorded stages: {self.stages()}, "
-                           f"concepts: {self.concepts()}")
+                             f"concepts: {self.concepts()}")
         return found[-1].rows
 
     def frame(self):
@@ -113,7 +113,7 @@ class TokenRecorder:
                                 "concept": s.concept, "group": g, "token": name, "norm": float(r[i].norm()),
                                 "cos_to_first": float(F.cosine_similarity(r[i], f, dim=0))})
         return pandas.DataFrame(out, columns=["order", "stage", "step", "loss", "concept", "group", "token", "norm",
-                                          "cos_to_first"])
+                                              "cos_to_first"])
 
     def save(self, path) -> None:
         """Write every snapshot to one safetensors file (rows as tensors, the rest as metadata), atomically."""
