@@ -222,3 +222,17 @@ def test_yes_no_curriculum_adds_one_attribute_per_quarter_and_asks_exact_questio
         assert a == ("yes" if sc.present and asked == sc.colour else "no")
     answers = [P.attribute_example(sc, rng)[1] for sc in world.generic_scenes(400, seed=4)]
     assert 0.35 < answers.count("yes") / len(answers) < 0.6
+
+
+def test_the_same_seed_pretrains_the_same_model(smoke_run, tmp_path):
+    """A second smoke run with the same seed, in the same process setup, repeats the first:
+    every loss of every phase and every saved weight, bit for bit."""
+    out, _, metrics, history = smoke_run
+    again, metrics2, history2 = P.pretrain("smoke", out=tmp_path / "again", progress=False)
+    assert history2["vq"] == history["vq"] and history2["lm"] == history["lm"]
+    assert {k: v for k, v in metrics2.items() if "seconds" not in k} == \
+        {k: v for k, v in metrics.items() if "seconds" not in k}
+    first = M.load_model(out).model.state_dict()
+    second = again.model.state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
