@@ -164,7 +164,7 @@ def attribute_example(sc: Scene, rng: random.Random, attributes=YESNO_ORDER, new
     shipped model (every part but the tokenizer, AdamW lr 5e-4, batch 32, 600 steps, scored on
     160 fresh scenes per attribute) with the other understanding tasks mixed in (this task x2,
     recognition, same, VQA, caption) left every attribute at chance; on this task alone the
-    background question reached 1.0 by step 500 and colour 0.69 at 600 (shape and pattern at
+    background question reached 1.0 by step 500 and colour 0.69 (0.63 at 600; shape and pattern at
     chance), while VQA fell from 0.87 to 0.21.
     """
     which = attributes[-1] if rng.random() < newest else rng.choice(attributes)
