@@ -78,7 +78,7 @@ class TokenCounter:
 
 def lm_step_figures(um, corpus, cfg, task: str, steps: int, seed: int) -> dict:
     """FLOPs of one step of ``task`` (forward + backward) and the timing of ``steps`` more, with AdamW."""
-    params = P._lm_parameters(um)
+    params = P.lm_parameters(um)
     opt = torch.optim.AdamW(params, lr=1e-4)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)

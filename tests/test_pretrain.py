@@ -39,6 +39,9 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     assert {t for s, t, _ in history["lm"] if s < smoke.perception_steps} <= {"caption", "vqa", "attribute",
                                                                                 "recognition", "same"}
     assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps
+    assert [t["step"] for t in history["tracked"]] == [12, 24]  # yes/no per question kind along the way
+    assert {"recognition", "same_object", *(f"attribute_{a}" for a in P.YESNO_ORDER)} <= set(history["tracked"][0])
+    assert len(history["align"]) == P.CONFIGS["smoke"].align_steps
     loaded = M.load_model(out)
     assert V.is_adapted(loaded.vq)
     img = world.render_many(world.generic_scenes(2, seed=1))
@@ -61,26 +64,36 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     real_train_lm = P.train_lm
     calls = {"n": 0}
 
-    def interrupted(um, corpus, cfg, history, start=0, opt_state=None, save=None, progress=True):
+    def interrupted(um, corpus, cfg, history, start=0, opt_state=None, save=None, progress=True, **kw):
         calls["n"] += 1
         if calls["n"] == 1:  # first attempt: the loop checkpoints at step 12 (optimizer state too), then "crash"
             assert cfg.checkpoint_every == 12
-            real_train_lm(um, corpus, dataclasses.replace(cfg, lm_steps=12), history, start, opt_state, save, progress)
+            real_train_lm(um, corpus, dataclasses.replace(cfg, lm_steps=12), history, start, opt_state, save, progress,
+                          **kw)
             raise KeyboardInterrupt
         assert start == 12 and opt_state  # the second attempt starts where the first stopped, with Adam's state
-        return real_train_lm(um, corpus, cfg, history, start, opt_state, save, progress)
+        return real_train_lm(um, corpus, cfg, history, start, opt_state, save, progress, **kw)
 
     monkeypatch.setattr(P, "train_lm", interrupted)
     with pytest.raises(KeyboardInterrupt):
         P.pretrain("smoke", out=out, progress=False)
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
+    import shutil
+    shutil.copytree(out, tmp_path / "early")  # the same interrupted run, shipped as it is with --finish
+    monkeypatch.setattr(P, "train_lm", real_train_lm)
+    _, early, _ = P.pretrain("smoke", out=tmp_path / "early", finish=True, progress=False)
+    assert early["lm_steps_done"] == 12 and "stopped early with --finish" in (tmp_path / "early" / "MODEL_CARD.md").read_text()
+    with pytest.raises(P.PretrainError, match="--finish needs an interrupted run"):
+        P.pretrain("smoke", out=tmp_path / "none", finish=True, progress=False)
+    monkeypatch.setattr(P, "train_lm", interrupted)
     _, metrics, history = P.pretrain("smoke", out=out, resume=True, progress=False)
     assert (out / "metrics.json").is_file()
     assert [s for s, _, _ in history["lm"]] == list(range(P.CONFIGS["smoke"].lm_steps))
+    assert metrics["lm_steps_done"] == P.CONFIGS["smoke"].lm_steps
 
 
 def test_bad_input_is_refused(tmp_path):
-    with pytest.raises(P.PretrainError, match="no pretraining profile 'huge'.*smoke, teach"):
+    with pytest.raises(P.PretrainError, match="no pretraining profile 'huge'.*smoke, teach, ship"):
         P.pretrain_config("huge")
     foreign = tmp_path / "photos"
     foreign.mkdir()
@@ -198,20 +211,30 @@ def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_pa
     trained_vq = {k: v.clone() for k, v in M.load_model(out / "checkpoint" / "model").vq.state_dict().items()}
     monkeypatch.setattr(P, "train_lm", real_train_lm)
     um, metrics, history = P.pretrain("smoke", out=out, resume=True, progress=False, lm_steps=10)
-    assert "reusing it" in capsys.readouterr().out
-    assert metrics["reused_phases"] == ["tokenizer"] and "tokenizer" in metrics["phase_seconds"]
+    said = capsys.readouterr().out
+    assert "lm_steps: 24 -> 10" in said and "reusing its finished vq, vision, align phase(s)" in said
+    assert set(metrics["reused_phases"]) == {"vq", "vision", "align"} and "tokenizer" in metrics["phase_seconds"]
     assert all(torch.equal(trained_vq[k], v) for k, v in um.vq.state_dict().items())
-    assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps and len(history["lm"]) == 10
+    assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps
+    assert [t["step"] for t in history["tracked"]] == [12, 24]  # yes/no per question kind along the way
+    assert {"recognition", "same_object", *(f"attribute_{a}" for a in P.YESNO_ORDER)} <= set(history["tracked"][0])
+    assert len(history["align"]) == P.CONFIGS["smoke"].align_steps and len(history["lm"]) == 10
     assert "--resume" in (out / "MODEL_CARD.md").read_text()
     monkeypatch.setattr(P, "train_lm", crash)
     with pytest.raises(KeyboardInterrupt):
         P.pretrain("smoke", out=tmp_path / "b", progress=False)
-    with pytest.raises(P.PretrainError, match="another config"):  # a changed tokenizer setting cannot reuse it
-        P.pretrain("smoke", out=tmp_path / "b", resume=True, progress=False, vq_steps=31)
+    with pytest.raises(P.PretrainError, match="vq_steps: 30 -> 31.*none of its finished phases"):
+        P.pretrain("smoke", out=tmp_path / "b", resume=True, progress=False, vq_steps=31)  # nothing is reusable
+    with pytest.raises(P.PretrainError, match="holds an interrupted run; continue it with --resume"):
+        P.pretrain("smoke", out=tmp_path / "b", progress=False)
+    state = torch.load(tmp_path / "b" / "checkpoint" / "state.pt", weights_only=True)
+    torch.save({**state, "world": "another"}, tmp_path / "b" / "checkpoint" / "state.pt")
+    with pytest.raises(P.PretrainError, match="another version of the world"):
+        P.pretrain("smoke", out=tmp_path / "b", resume=True, progress=False)
 
 
-def test_yes_no_curriculum_adds_one_attribute_per_quarter_and_asks_exact_questions():
-    assert [P.yesno_attributes(s, 400) for s in (0, 99, 100, 250, 399, 5000)] == [
+def test_yes_no_curriculum_adds_one_attribute_per_fifth_and_asks_exact_questions():
+    assert [P.yesno_attributes(s, 500) for s in (0, 99, 100, 250, 499, 5000)] == [
         ("background",), ("background",), ("background", "colour"), ("background", "colour", "shape"),
         P.YESNO_ORDER, P.YESNO_ORDER]
     rng = random.Random(0)
@@ -236,3 +259,72 @@ def test_the_same_seed_pretrains_the_same_model(smoke_run, tmp_path):
     second = again.model.state_dict()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_recognition_questions_name_a_mark_half_the_time_and_negatives_differ_in_one_thing():
+    rng = random.Random(1)
+    named = 0
+    for sc in world.generic_scenes(400, seed=6, mark_prob=0.7):
+        q, a = P.recognition_example(sc, rng)
+        assert q.endswith(" in this image?")
+        if q.startswith("is the "):
+            words = q.removeprefix("is the ").removesuffix(" in this image?").split()
+        else:  # "ada is a plain red circle. is ada in this image?"
+            name, statement = q.split(" is ", 1)
+            assert statement.endswith(f". is {name} in this image?") and name in world.NAMES
+            words = statement.split(".")[0].split()[1:]
+        pattern, colour, shape = words[:3]
+        same_body = (pattern, colour, shape) == (sc.pattern, sc.colour, sc.shape)
+        if "with" in words:  # "with a blue top" / "with blue sides"
+            named += 1
+            mark, mark_colour = words[-1], words[-2]
+            same = same_body and (mark, mark_colour) == (sc.mark, sc.mark_colour)
+        else:
+            same = same_body
+        assert (a == "yes") == same, (q, a, world.caption(sc))
+    assert 0.3 < named / 400 < 0.6
+    # a pair asked about one image: the true question and the false one differ only in the mark
+    sc = world.Scene(shape="circle", colour="orange", pattern="plain", mark="top", mark_colour="blue")
+    q_true, yes = P.recognition_example(sc, rng, truth=True, with_mark=True, named=False)
+    assert (q_true, yes) == ("is the plain orange circle with a blue top in this image?", "yes")
+
+
+def test_mark_questions_ask_about_the_mark_and_colour_together():
+    rng = random.Random(2)
+    sc = world.Scene(shape="square", colour="red", mark="band", mark_colour="green")
+    assert P.attribute_example(sc, rng, which="mark", truth=True) == ("does the object have a green band?", "yes")
+    q, a = P.attribute_example(sc, rng, which="mark", truth=False)
+    assert a == "no" and q != "does the object have a green band?" and "red" not in q  # never the body colour
+    plain = sc.replace(mark="none", mark_colour="none")
+    assert P.attribute_example(plain, rng, which="mark", truth=True)[1] == "no"  # nothing to say yes to
+    corpus = P.Corpus(world.generic_scenes(40, seed=1), world.render_many(world.generic_scenes(40, seed=1)),
+                      torch.zeros(40, 8, 8, dtype=torch.long), [], [], np.zeros((0, 32, 32, 3), np.uint8),
+                      torch.zeros(0, 8, 8, dtype=torch.long))
+    images, questions, answers = P.task_batch("attribute", corpus, 8, random.Random(0), paired=True)
+    assert len(questions) == 8 and all(np.array_equal(images[i], images[i + 1]) for i in range(0, 8, 2))
+    assert [answers[i] for i in range(0, 8, 2) if answers[i] != answers[i + 1]]  # pairs ask true and false
+
+
+def test_align_phase_trains_the_encoder_and_the_words_of_values_only():
+    um = M.build_model("smoke")
+    before = {k: v.clone() for k, v in um.model.state_dict().items()}
+    history = {}
+    P.train_align(um, P.pretrain_config("smoke", align_steps=3), history, progress=False)
+    after = um.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("model.vision_model.") for k in changed) and any("aligner" in k for k in changed)
+    assert all(k.startswith(("model.vision_model.", "model.aligner.", "model.language_model.embed_tokens."))
+               for k in changed), changed
+    emb_key = "model.language_model.embed_tokens.weight"
+    moved = (before[emb_key] != after[emb_key]).any(dim=1).nonzero().flatten().tolist()
+    words = {w for words, _ in P.ALIGN_WORDS.values() for w in words}
+    assert set(um.tokenizer.convert_ids_to_tokens(moved)) == words
+    assert set(history["align_accuracy"]) == set(P.ALIGN_WORDS) and len(history["align"]) == 3
+
+
+def test_encoder_probe_reads_every_attribute_on_held_out_renders():
+    um = M.build_model("smoke")
+    probe = P.encoder_probe(um, n_train=120, n_test=60)
+    assert set(probe) == {f"encoder_probe_{a}" for a in world.ATTRIBUTES}
+    assert all(0.0 <= v <= 1.0 for v in probe.values())
+    assert probe["encoder_probe_background"] > 0.9  # even a random encoder's mean feature shows the background

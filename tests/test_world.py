@@ -65,8 +65,21 @@ def test_captions_state_every_nameable_attribute():
     sc = world.Scene(shape="triangle", colour="blue", pattern="spotted", background="gray", hat="red",
                      toy="yellow", toy_shape="block", mark="top", mark_colour="red")
     text = world.caption(sc)
-    assert text == "a spotted blue triangle wearing a red hat with a yellow block on a gray background"
-    assert "top" not in text  # marks have no words
+    assert text == "a spotted blue triangle with a red top wearing a red hat with a yellow block on a gray background"
+    assert world.caption(sc, name="<bo>") == "<bo> wearing a red hat with a yellow block on a gray background"
+
+
+def test_marks_have_words_in_captions_questions_and_the_vocabulary():
+    phrases = {m: world.mark_phrase(m, "blue") for m in world.MARKS}
+    assert phrases == {"top": "with a blue top", "bottom": "with a blue bottom", "sides": "with blue sides",
+                       "band": "with a blue band"}
+    assert world.mark_phrase(world.NONE, world.NONE) == ""
+    assert set(world.MARKS) <= set(world.vocabulary())
+    sc = world.Scene(shape="circle", colour="orange", mark="sides", mark_colour="blue")
+    assert ("what mark does the object have?", "blue sides") in world.vqa_pairs(sc)
+    assert ("what mark does the object have?", "none") in world.vqa_pairs(sc.replace(mark="none", mark_colour="none"))
+    assert world.object_phrase("circle", "orange", "plain", "top", "blue", determiner="the") == \
+        "the plain orange circle with a blue top"
 
 
 def test_heldout_pairs_never_in_pretraining_sample():

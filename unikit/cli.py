@@ -98,17 +98,28 @@ def add_pretrain(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain the base model (image tokenizer, then the rest) on the world",
                               description="Pretrain a small Janus on the world's generic objects; writes the model, "
                                           "metrics.json, history.json and MODEL_CARD.md to --out.")
-    p.add_argument("--profile", default="teach", help="smoke (seconds) or teach (the shipped default, ~1 h on 2 cores)")
+    p.add_argument("--profile", default="teach",
+                   help="smoke (seconds), teach (lesson 01's demonstration, minutes) or ship (the shipped model, hours)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the cache)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-parallel one-thread workers (default: 2 on a machine with 2 cores or more)")
+    p.add_argument("--finish", action="store_true",
+                   help="score and write an interrupted run's last checkpoint as it is (no more training)")
+    p.add_argument("--phases-from", nargs="+", metavar="DIR", default=(),
+                   help="reuse finished phases (tokenizer, vision, align) from these directories when their "
+                        "settings match (benchmarks/probe_base.py writes them)")
     p.set_defaults(handler=handle_pretrain)
 
 
 def handle_pretrain(args) -> int:
+    from .distributed import default_workers
     from .pretrain import TARGETS, pretrain
 
-    _, metrics, _ = pretrain(args.profile, out=args.out, resume=args.resume, seed=args.seed)
+    workers = args.workers if args.workers is not None else default_workers()
+    _, metrics, _ = pretrain(args.profile, out=args.out, resume=args.resume, seed=args.seed, workers=workers,
+                             phases_from=args.phases_from, finish=args.finish)
     for k, v in metrics.items():
         if isinstance(v, float):
             target = f"  (target >= {TARGETS[k]})" if k in TARGETS else ""
@@ -223,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_unikit_error(e: BaseException) -> bool:
-    return isinstance(e, ValueError) and type(e).__module__.split(".")[0] == "unikit"
+    """The kit's own errors (their messages name the fix); anything else is a bug and keeps its traceback."""
+    return isinstance(e, (ValueError, RuntimeError)) and type(e).__module__.split(".")[0] == "unikit"
 
 
 def main(argv=None) -> int:
@@ -231,7 +243,7 @@ def main(argv=None) -> int:
     try:
         set_threads()  # UNIKIT_THREADS, if set
         code = args.handler(args)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:
         if not _is_unikit_error(e):
             raise
         print(f"error: {e}", file=sys.stderr)

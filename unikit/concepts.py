@@ -1,8 +1,9 @@
 """Personal concepts: cards, and the UnifyBench-style data each card generates.
 
-A card (``data/concepts/<name>.yaml``) says what words can say about a concept (its
-class word = shape, colour, pattern), its identity mark (which words cannot say), and
-facts that only text states ("<bo> has a yellow hat"). :func:`concept_data` turns a
+A card (``data/concepts/<name>.yaml``) holds what a user would write about a concept (its
+class word = shape, colour, pattern, and facts that only text states: "<bo> has a yellow
+hat") and its identity mark, the judge's ground truth, which no prompt built from the card
+states (the world's language could name it; the user did not write it down). :func:`concept_data` turns a
 card into training images, test images, recognition QA with random and hard
 negatives, VQA, text-only QA, conversations, generation prompts and editing
 triplets, all deterministic in the card.
@@ -82,18 +83,18 @@ class ConceptCard:
         t = self.token
         out = []
         if self.hat != NONE:
-            out.append(f"{t} has {world._article(self.hat)} {self.hat} hat.")
+            out.append(f"{t} has {world.article(self.hat)} {self.hat} hat.")
         if self.scarf != NONE:
-            out.append(f"{t} has {world._article(self.scarf)} {self.scarf} scarf.")
+            out.append(f"{t} has {world.article(self.scarf)} {self.scarf} scarf.")
         if self.toy != NONE:
-            out.append(f"{t}'s toy is {world._article(self.toy)} {self.toy} {self.toy_shape}.")
+            out.append(f"{t}'s toy is {world.article(self.toy)} {self.toy} {self.toy_shape}.")
         if self.likes:
             out.append(f"{t} likes {self.likes}.")
         return out
 
     def description(self) -> str:
         """The concept in words (nameable attributes + facts): the text_prompt baseline."""
-        head = f"{self.token} is {world._article(self.pattern)} {self.pattern} {self.colour} {self.shape}."
+        head = f"{self.token} is {world.article(self.pattern)} {self.pattern} {self.colour} {self.shape}."
         return " ".join([head, *self.facts()])
 
     def identity(self) -> tuple[str, str, str, str, str]:
@@ -296,7 +297,7 @@ def concept_data(card: ConceptCard, n_train: int = 10, n_test: int = 5, n_random
 
     t2i = [{"prompt": f"a photo of {t}", "kind": "plain", "expect": {}}]
     for bg in bgs:
-        t2i.append({"prompt": f"{t} on {world._article(bg)} {bg} background", "kind": "context", "expect": {"background": bg}})
+        t2i.append({"prompt": f"{t} on {world.article(bg)} {bg} background", "kind": "context", "expect": {"background": bg}})
     for item, value in card.items.items():
         verb = "with its" if item == "toy" else "wearing its"
         expect = {"toy": card.toy, "toy_shape": card.toy_shape} if item == "toy" else {item: value}

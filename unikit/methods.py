@@ -5,8 +5,11 @@ A method turns concept cards into a :class:`Personalized` model: the concept tok
 only that, so every method is scored the same way.
 
 ================== ================================================================================
-``text_prompt``     no training: the concept described in words (its nameable attributes and facts)
-                    in every prompt. Words cannot name the identity mark.
+``text_prompt``     no training: the concept described in words, as its card has them (class, colour,
+                    pattern and facts) in every prompt. A card does not state the mark, so hard
+                    negatives (the same words, another mark) fool it.
+``oracle_text``     no training: the same, with the mark named too ("the plain orange circle with a
+                    blue top"): the upper bound a perfect description reaches
 ``understanding_only`` Yo'LLaVA-style: ``<c>`` + shared tokens trained on understanding alone
 ``generation_only`` textual-inversion-style: ``<c>`` + generation tokens trained on generation alone
 ``separate``        disjoint understanding and generation token sets, each trained on its own task;
@@ -35,6 +38,7 @@ from typing import Sequence
 
 from . import model as M
 from . import stages as S
+from . import world
 from . import tokens as T
 from .concepts import ConceptCard, load_concept
 
@@ -50,7 +54,7 @@ class Personalized:
     method: str
     cards: list[ConceptCard]
     tokens: dict = field(default_factory=dict)  # concept name -> ConceptTokens (attached to the model)
-    prompting: S.Prompting | None = None  # None: words instead of tokens (text_prompt)
+    prompting: S.Prompting | None = None  # None: words instead of tokens (text_prompt, oracle_text)
     curves: dict = field(default_factory=dict)  # stage -> loss per step
     seconds: float = 0.0
     replay: bool = False  # knowledge replay before generation
@@ -72,29 +76,40 @@ class Personalized:
                 return c
         raise MethodError(f"{name!r} is not one of this model's concepts: {[c.name for c in self.cards]}")
 
+    @property
+    def names_mark(self) -> bool:
+        """Whether this method's words name the concept's mark (the oracle's description)."""
+        return self.method == "oracle_text"
+
+    def _words(self, text: str, card: ConceptCard, article: str) -> str:
+        return " ".join([*(_in_words(f, card, "the", self.names_mark) for f in card.facts()),
+                         _in_words(text, card, article, self.names_mark)])
+
     def understanding_prompt(self, name: str, question: str) -> str:
         """The question as this method asks it (``question`` names the concept by its token)."""
         card = self.card(name)
         if self.prompting is None:
-            return " ".join([*(_in_words(f, card) for f in card.facts()), _in_words(question, card, article="the")])
+            return self._words(question, card, "the")
         return self.tokens[name].understanding_prompt(question, groups=self.prompting.understanding)
 
     def generation_prompt(self, name: str, prompt: str) -> str:
         card = self.card(name)
         if self.prompting is None:
-            return " ".join([*(_in_words(f, card) for f in card.facts()), _in_words(prompt, card, article="a")])
+            return self._words(prompt, card, "a")
         return self.tokens[name].generation_prompt(prompt, groups=self.prompting.generation)
 
     def editing_prompt(self, name: str, instruction: str) -> str:
         card = self.card(name)
         if self.prompting is None:
-            return " ".join([*(_in_words(f, card) for f in card.facts()), _in_words(instruction, card, article="a")])
+            return self._words(instruction, card, "a")
         return self.tokens[name].generation_prompt(instruction, groups=self.prompting.editing)
 
 
-def _in_words(text: str, card: ConceptCard, article: str = "the") -> str:
-    """``<bo>`` -> ``the plain orange circle`` (the words the base model knows)."""
-    return text.replace(card.token, f"{article} {card.pattern} {card.colour} {card.shape}")
+def _in_words(text: str, card: ConceptCard, article: str = "the", mark: bool = False) -> str:
+    """``<bo>`` -> ``the plain orange circle`` (with ``mark``: ``... with a blue top``)."""
+    marked = (card.mark, card.mark_colour) if mark else ()
+    return text.replace(card.token, world.object_phrase(card.shape, card.colour, card.pattern, *marked,
+                                                        determiner=article))
 
 
 # --------------------------------------------------------------------------- the methods
@@ -114,6 +129,10 @@ def _add(um, cards, sizes: dict, pdata, init: dict | None = None) -> dict:
 
 def run_text_prompt(um, cards, pdata, sched, seed, **_) -> Personalized:
     return Personalized("text_prompt", list(cards), prompting=None)
+
+
+def run_oracle_text(um, cards, pdata, sched, seed, **_) -> Personalized:
+    return Personalized("oracle_text", list(cards), prompting=None)
 
 
 def run_understanding_only(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
@@ -273,6 +292,7 @@ def _finished_stage(checkpoint, names) -> int:
 
 METHODS = {
     "text_prompt": run_text_prompt,
+    "oracle_text": run_oracle_text,
     "understanding_only": run_understanding_only,
     "generation_only": run_generation_only,
     "separate": run_separate,

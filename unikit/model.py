@@ -41,7 +41,7 @@ from .cache import atomic_path
 from .vq import adapt_for_flat_images, unit_to_uint8
 
 DEFAULT_MODEL_DIR = concepts.DATA_DIR / "base_model"
-MAKE_DEFAULT = "unikit pretrain --profile teach --out data/base_model"
+MAKE_DEFAULT = "unikit pretrain --profile ship --out data/base_model"
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "sep": "<sep>",
            "image": "<image_placeholder>", "boi": "<begin_of_image>", "eoi": "<end_of_image>"}
 EXTRA_WORDS = (",", "!", ":", ";", "describe", "both", "images", "same", "different")
@@ -784,34 +784,35 @@ def _code_loss(um: UnifiedModel, prompt_embeds, mask, codes, reduction: str) -> 
     return _reduce(losses, torch.ones_like(codes, dtype=torch.bool), reduction)
 
 
-def _dropout(um, ids, p: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    drop = torch.rand(ids.shape[0], generator=generator) < p if p > 0 else torch.zeros(ids.shape[0], dtype=torch.bool)
-    drop = drop.to(ids.device)
+def _dropout(um, ids, p: float, generator, drop=None) -> tuple[torch.Tensor, torch.Tensor]:
+    if drop is None:
+        drop = torch.rand(ids.shape[0], generator=generator) < p if p > 0 else torch.zeros(ids.shape[0], dtype=torch.bool)
+    drop = torch.as_tensor(drop, dtype=torch.bool).to(ids.device)
     return torch.where(drop[:, None], _uncond(um, ids), ids), drop
 
 
 def t2i_loss(um: UnifiedModel, prompts, vq_ids, caption_dropout: float = 0.1, embed_hook: EmbedHook | None = None,
-             generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
+             generator: torch.Generator | None = None, reduction: str = "mean", drop=None) -> torch.Tensor:
     """Text-to-image cross-entropy on the VQ codes ``vq_ids`` (``[B, g, g]`` or ``[B, T]``).
 
     With probability ``caption_dropout`` a prompt becomes the unconditional prompt
     ``generate`` uses for guidance (all but BOS/BOI -> PAD), so guidance has something to
-    subtract.
+    subtract. ``drop`` (``bool[B]``) chooses the dropped prompts instead of drawing them.
     """
     batch = generation_inputs(um, prompts)
-    ids, _ = _dropout(um, batch["input_ids"], caption_dropout, generator)
+    ids, _ = _dropout(um, batch["input_ids"], caption_dropout, generator, drop)
     return _code_loss(um, embed(um, ids, None, embed_hook), batch["attention_mask"], vq_ids, reduction)
 
 
 def edit_loss(um: UnifiedModel, src_images, instructions, tgt_vq_ids, caption_dropout: float = 0.0,
               embed_hook: EmbedHook | None = None, generator: torch.Generator | None = None,
-              reduction: str = "mean") -> torch.Tensor:
+              reduction: str = "mean", drop=None) -> torch.Tensor:
     """Editing cross-entropy: source image (understanding path) + instruction -> target VQ codes.
 
     Dropped examples (``caption_dropout``) lose both image and instruction, as in guidance.
     """
     batch = generation_inputs(um, instructions, src_images)
-    ids, drop = _dropout(um, batch["input_ids"], caption_dropout, generator)
+    ids, drop = _dropout(um, batch["input_ids"], caption_dropout, generator, drop)
     keep = torch.repeat_interleave(~drop.cpu(), torch.tensor(batch["counts"]))
     pv = batch["pixel_values"][keep.to(batch["pixel_values"].device)]
     emb = embed(um, ids, pv if len(pv) else None, embed_hook)

@@ -92,7 +92,7 @@ def replay(um: M.UnifiedModel, pers, name: str, request: str) -> ReplayTrace:
         trace.note = f"the understanding path answered {trace.answer!r}, which cannot fill {ex[2]!r}; plain prompt"
         trace.rewritten = request
     else:
-        filled = ex[2].format(c=token, a=trace.answer, art=world._article(words[0]))
+        filled = ex[2].format(c=token, a=trace.answer, art=world.article(words[0]))
         trace.rewritten = _pattern(ex[0], token).sub(filled, request, count=1)
     trace.prompt = pers.generation_prompt(name, trace.rewritten)
     return trace

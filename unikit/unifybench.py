@@ -85,7 +85,7 @@ def bench_concept(card: concepts_mod.ConceptCard, image_size: int = world.IMAGE_
               "target_attributes": _scene_words(e["target"])} for i, e in enumerate(d.edits)]
     info = {
         "class": card.shape,
-        "info": f"{card.token} is {world._article(card.pattern)} {card.pattern} {card.colour} {card.shape}.",
+        "info": f"{card.token} is {world.article(card.pattern)} {card.pattern} {card.colour} {card.shape}.",
         "extra_info": card.facts(),
         "generation_type": "object",
     }

@@ -2,9 +2,10 @@
 
 A *scene* is one subject (a shape with a body colour and a nameable pattern) on a
 plain background, optionally carrying owned items (a hat, a scarf, a toy). A subject
-may also carry a *mark*: one part of its body painted in a second colour. The world's
-language has no words for marks, so a mark is an identity feature that text cannot
-describe; personal concepts (see :mod:`unikit.concepts`) are told apart by it.
+may also carry a *mark*: one part of its body painted in a second colour ("a red circle
+with a blue top"). The world's language names marks, so the base model can see, say and
+draw them; personal concepts (see :mod:`unikit.concepts`) are told apart by their mark,
+which their cards (what a user would write) do not state.
 
 Everything a caption, a question or the judge needs follows from the :class:`Scene`
 fields, so ground truth is always exact. Images are ``uint8`` arrays of shape
@@ -42,6 +43,9 @@ SHAPES = ("circle", "square", "triangle", "diamond")
 PATTERNS = ("plain", "striped", "spotted")
 MARKS = ("top", "bottom", "sides", "band")  # which part of the body the mark colour covers
 TOY_SHAPES = ("ball", "block")
+# Names generic objects get in pretraining ("ada is a plain red circle. is ada in this image?"), so the
+# base model learns to bind a name to what a sentence says about it; personal concepts get their own.
+NAMES = ("ada", "bex", "cal", "dex", "eli", "fay", "gus", "hal", "ivy", "jon", "kai", "lux", "max", "ned", "oz", "pia")
 NONE = "none"
 PATTERN_COLOUR = (250, 250, 250)
 
@@ -62,8 +66,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "toy": (NONE, *COLOURS),
     "toy_shape": (NONE, *TOY_SHAPES),
 }
-# The attributes words can name: a caption states all of these and nothing else.
-NAMEABLE = ("shape", "colour", "pattern", "background", "hat", "scarf", "toy", "toy_shape")
+# The attributes a caption states (all of them but ``present``).
+NAMEABLE = ("shape", "colour", "pattern", "background", "mark", "mark_colour", "hat", "scarf", "toy", "toy_shape")
 
 
 class WorldError(ValueError):
@@ -215,31 +219,50 @@ def check_image(image, image_size: int = IMAGE_SIZE) -> np.ndarray:
 # --------------------------------------------------------------------------- language
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """``"a"`` or ``"an"`` for ``word``."""
     return "an" if word[0] in "aeiou" else "a"
 
 
-def describe_subject(scene: Scene, name: str | None = None) -> str:
-    """The subject with its items, e.g. ``"a striped red circle wearing a yellow hat"``.
+def mark_phrase(mark: str, mark_colour: str) -> str:
+    """A mark in words: ``"with a blue top"``, ``"with blue sides"``; ``""`` for no mark."""
+    if mark == NONE:
+        return ""
+    if mark == "sides":
+        return f"with {mark_colour} sides"
+    return f"with {article(mark_colour)} {mark_colour} {mark}"
 
-    With ``name`` (e.g. ``"<bo>"``) the subject is called by its name instead.
+
+def object_phrase(shape: str, colour: str, pattern: str, mark: str = NONE, mark_colour: str = NONE,
+                  determiner: str = "a") -> str:
+    """The subject's body in words, e.g. ``"a striped red circle with a blue top"`` (``determiner``
+    ``"a"`` picks a/an; ``"the"`` gives ``"the striped red circle ..."``)."""
+    det = article(pattern) if determiner == "a" else determiner
+    return " ".join(w for w in (det, pattern, colour, shape, mark_phrase(mark, mark_colour)) if w)
+
+
+def describe_subject(scene: Scene, name: str | None = None) -> str:
+    """The subject with its mark and items, e.g. ``"a striped red circle with a blue top wearing
+    a yellow hat"``.
+
+    With ``name`` (e.g. ``"<bo>"``) the subject is called by its name instead (body and mark).
     """
-    head = name if name else f"{_article(scene.pattern)} {scene.pattern} {scene.colour} {scene.shape}"
-    worn = [f"{_article(c)} {c} {item}" for item, c in (("hat", scene.hat), ("scarf", scene.scarf)) if c != NONE]
+    head = name if name else object_phrase(scene.shape, scene.colour, scene.pattern, scene.mark, scene.mark_colour)
+    worn = [f"{article(c)} {c} {item}" for item, c in (("hat", scene.hat), ("scarf", scene.scarf)) if c != NONE]
     out = head
     if worn:
         out += " wearing " + " and ".join(worn)
     if scene.toy != NONE:
-        out += f" with {_article(scene.toy)} {scene.toy} {scene.toy_shape}"
+        out += f" with {article(scene.toy)} {scene.toy} {scene.toy_shape}"
     return out
 
 
 def caption(scene: Scene, name: str | None = None) -> str:
     """A caption stating every nameable attribute and nothing else."""
     if not scene.present:
-        toy = f"{_article(scene.toy)} {scene.toy} {scene.toy_shape}" if scene.toy != NONE else "nothing"
-        return f"{toy} on {_article(scene.background)} {scene.background} background"
-    return f"{describe_subject(scene, name)} on {_article(scene.background)} {scene.background} background"
+        toy = f"{article(scene.toy)} {scene.toy} {scene.toy_shape}" if scene.toy != NONE else "nothing"
+        return f"{toy} on {article(scene.background)} {scene.background} background"
+    return f"{describe_subject(scene, name)} on {article(scene.background)} {scene.background} background"
 
 
 def vqa_pairs(scene: Scene, subject: str = "the object") -> list[tuple[str, str]]:
@@ -248,10 +271,12 @@ def vqa_pairs(scene: Scene, subject: str = "the object") -> list[tuple[str, str]
     if not scene.present:
         return [bg, ("is there an object?", "no")]
     toy = f"{scene.toy} {scene.toy_shape}" if scene.toy != NONE else NONE
+    mark = f"{scene.mark_colour} {scene.mark}" if scene.mark != NONE else NONE
     return [
         (f"what shape is {subject}?", scene.shape),
         (f"what colour is {subject}?", scene.colour),
         (f"what pattern does {subject} have?", scene.pattern),
+        (f"what mark does {subject} have?", mark),
         bg,
         (f"what colour is the hat of {subject}?", scene.hat),
         (f"what colour is the scarf of {subject}?", scene.scarf),
@@ -324,8 +349,8 @@ def random_edit(scene: Scene, rng: random.Random) -> tuple[str, Scene]:
     colour = rng.choice(tuple(COLOURS))
     if item == "toy":
         shape = rng.choice(TOY_SHAPES)
-        return f"add {_article(colour)} {colour} {shape}", scene.replace(toy=colour, toy_shape=shape)
-    return f"add {_article(colour)} {colour} {item}", scene.replace(**{item: colour})
+        return f"add {article(colour)} {colour} {shape}", scene.replace(toy=colour, toy_shape=shape)
+    return f"add {article(colour)} {colour} {item}", scene.replace(**{item: colour})
 
 
 def vocabulary() -> list[str]:
@@ -338,5 +363,6 @@ def vocabulary() -> list[str]:
             words.update(q.replace("?", " ?").split())
             words.update(a.split())
         words.update(random_edit(sc, rng)[0].split())
-    words.update(SHAPES + PATTERNS + TOY_SHAPES + tuple(COLOURS) + tuple(BACKGROUNDS) + (NONE, "yes", "no"))
+    words.update(SHAPES + PATTERNS + TOY_SHAPES + MARKS + NAMES + tuple(COLOURS) + tuple(BACKGROUNDS)
+                 + (NONE, "yes", "no", "is", "a", "photo", "of", "."))
     return sorted(words)

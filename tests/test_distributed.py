@@ -1,0 +1,88 @@
+"""Data-parallel pretraining: gloo workers stay in sync and match one process; bad worker input."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from unikit import distributed as D
+from unikit import model as M
+from unikit import pretrain as P
+
+
+def test_two_gloo_workers_keep_identical_weights_and_match_one_process(tmp_path):
+    _, _, single = P.pretrain("smoke", out=tmp_path / "one", progress=False, workers=1)
+    um, metrics, history = P.pretrain("smoke", out=tmp_path / "two", progress=False, workers=2)
+    checks = history["replica_checksums"]
+    assert len(checks) == 2 and checks[0] == checks[1]  # the two workers ended with the same weights
+    assert metrics["workers"] == 2
+    # the same global batches, split in two: the losses agree to float precision
+    for key in ("vq", "vision", "lm"):
+        a = [row[-1] for row in single[key]]
+        b = [row[-1] for row in history[key]]
+        assert len(a) == len(b)
+        assert a[:10] == pytest.approx(b[:10], rel=1e-4, abs=1e-5), key
+    one = M.load_model(tmp_path / "one").model.state_dict()
+    two = um.model.state_dict()
+    worst = max(float((one[k].float() - two[k].float()).abs().max()) for k in one)
+    assert worst < 5e-2  # float drift over the run, not a different training
+
+
+def _dies(ctx, marker):
+    t = torch.ones(1)
+    ctx.sum_(t)  # both workers are up and talking
+    if ctx.rank == 1:
+        os._exit(3)
+    ctx.barrier()
+    marker.write_text("rank 0 finished")  # never reached: the launcher stops it
+
+
+def test_a_worker_that_dies_stops_the_run_with_a_message_naming_the_fix(tmp_path):
+    with pytest.raises(D.WorkerDied, match="worker 1 died \\(exit code 3\\).*--resume"):
+        D.launch(_dies, 2, tmp_path / "marker", resume_hint="continue with --resume")
+    assert not (tmp_path / "marker").exists()
+
+
+def test_worker_counts_the_machine_cannot_run_are_refused(tmp_path):
+    cores = os.cpu_count()
+    with pytest.raises(D.WorkerError, match=f"--workers {cores + 1} but this machine has {cores} CPU cores"):
+        P.pretrain("smoke", out=tmp_path / "x", workers=cores + 1, progress=False)
+    with pytest.raises(D.WorkerError, match="give 1 or more"):
+        D.check_workers(0)
+    with pytest.raises(D.WorkerError, match="a batch of 7 does not split over 2 workers"):
+        D.Context(0, 2).shard(list(range(7)))
+    assert not (tmp_path / "x").exists()
+
+
+def test_shards_cover_the_global_batch_once():
+    items = list(range(8))
+    parts = [D.Context(r, 2).shard(items) for r in range(2)]
+    assert sorted(parts[0] + parts[1]) == items and parts[0] == [0, 2, 4, 6]
+    assert D.Context().shard(items) == items
+
+
+def test_finished_phases_from_a_probe_directory_are_reused_when_their_settings_match(tmp_path):
+    cfg = P.pretrain_config("smoke")
+    um = M.build_model("smoke", seed=5)
+    P.train_vision(um, cfg, {}, progress=False)
+    P.save_phase_weights(um, "vision", tmp_path / "probe")
+    P.record_phase(tmp_path / "probe", cfg, "vision", command="test")
+    with pytest.raises(P.PretrainError, match="other settings.*vision_steps: 6 -> 7"):
+        P.pretrain("smoke", out=tmp_path / "a", phases_from=[tmp_path / "probe"], vision_steps=7, progress=False)
+    with pytest.raises(P.PretrainError, match="no phase.json"):
+        P.pretrain("smoke", out=tmp_path / "a", phases_from=[tmp_path], progress=False)
+    with pytest.raises(P.PretrainError, match="offers the vision phase.*must first train the vq phase"):
+        P._plan(cfg, tmp_path / "b", False, [tmp_path / "probe"])
+    um2 = M.build_model("smoke", seed=5)
+    P.train_vq(um2, cfg, {}, progress=False)
+    P.save_phase_weights(um2, "tokenizer", tmp_path / "vq")
+    P.record_phase(tmp_path / "vq", cfg, "vq", command="test")
+    plan = P._plan(cfg, tmp_path / "b", False, [tmp_path / "probe", tmp_path / "vq"])
+    assert plan["phase"] == "align" and set(plan["reuse"]) == {"vq", "vision"}
+    built, metrics, _ = P.pretrain("smoke", out=tmp_path / "b", phases_from=[tmp_path / "probe", tmp_path / "vq"],
+                                   progress=False, lm_steps=2)
+    assert set(metrics["reused_phases"]) == {"vq", "vision"}
+    assert all(torch.equal(v, built.vq.state_dict()[k]) for k, v in um2.vq.state_dict().items())
+    assert "--phases-from" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["reused_phases"]["vq"] == str(tmp_path / "vq")
