@@ -32,6 +32,9 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     assert all(0.0 <= saved[k] <= 1.0 for k in METRIC_KEYS)
     yesno = {"attribute", *(f"attribute_{a}" for a in P.YESNO_ORDER)}  # yes/no accuracy, overall and per attribute
     assert yesno <= set(saved) and all(0.0 <= saved[k] <= 1.0 for k in yesno)
+    assert [t["step"] for t in history["tracked"]] == [12, 24]  # yes/no per question kind along the way
+    assert {"recognition", "same_object", *(f"attribute_{a}" for a in P.YESNO_ORDER)} <= set(history["tracked"][0])
+    assert len(history["align"]) == P.CONFIGS["smoke"].align_steps
     # every task of the mixture trained, and the tokenizer's curve was kept
     assert {task for _, task, _ in history["lm"]} == set(P.TASKS)
     smoke = P.CONFIGS["smoke"]  # the yes/no curriculum, then understanding, then everything
@@ -93,7 +96,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
 
 def test_bad_input_is_refused(tmp_path):
-    with pytest.raises(P.PretrainError, match="no pretraining profile 'huge'.*smoke, teach, ship"):
+    with pytest.raises(P.PretrainError, match="no pretraining profile 'huge'.*smoke, teach, v1, ship"):
         P.pretrain_config("huge")
     foreign = tmp_path / "photos"
     foreign.mkdir()
@@ -215,10 +218,7 @@ def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_pa
     assert "lm_steps: 24 -> 10" in said and "reusing its finished vq, vision, align phase(s)" in said
     assert set(metrics["reused_phases"]) == {"vq", "vision", "align"} and "tokenizer" in metrics["phase_seconds"]
     assert all(torch.equal(trained_vq[k], v) for k, v in um.vq.state_dict().items())
-    assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps
-    assert [t["step"] for t in history["tracked"]] == [12, 24]  # yes/no per question kind along the way
-    assert {"recognition", "same_object", *(f"attribute_{a}" for a in P.YESNO_ORDER)} <= set(history["tracked"][0])
-    assert len(history["align"]) == P.CONFIGS["smoke"].align_steps and len(history["lm"]) == 10
+    assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps and len(history["lm"]) == 10
     assert "--resume" in (out / "MODEL_CARD.md").read_text()
     monkeypatch.setattr(P, "train_lm", crash)
     with pytest.raises(KeyboardInterrupt):

@@ -300,6 +300,33 @@ def build_model(profile: str = "teach", seed: int = 0, attn_implementation: str 
                         info={"profile": profile, VQ_ADAPTED: True})
 
 
+@torch.no_grad()
+def move_to_vocabulary(um: UnifiedModel, tokenizer=None) -> UnifiedModel:
+    """``um`` on another tokenizer (default: :func:`build_tokenizer`, today's words): each word keeps
+    its input-embedding and text-head rows under its new id; words the old tokenizer lacked start
+    at the mean row (untrained). Returns a new :class:`UnifiedModel` sharing every other weight."""
+    new_tok = tokenizer or build_tokenizer()
+    old_vocab, new_vocab = um.tokenizer.get_vocab(), new_tok.get_vocab()
+    model = um.model
+    old_in, old_out = model.get_input_embeddings().weight, model.lm_head.weight
+    new_in = old_in.mean(0, keepdim=True).repeat(len(new_tok), 1)
+    new_out = old_out.mean(0, keepdim=True).repeat(len(new_tok), 1)
+    for word, i in new_vocab.items():
+        if word in old_vocab:
+            new_in[i], new_out[i] = old_in[old_vocab[word]], old_out[old_vocab[word]]
+    model.resize_token_embeddings(len(new_tok))
+    model.get_input_embeddings().weight.copy_(new_in)
+    model.lm_head.weight.copy_(new_out)
+    ids = {k: new_tok.convert_tokens_to_ids(v) for k, v in SPECIAL.items()}
+    model.config.image_token_id = ids["image"]
+    tc = model.config.text_config
+    tc.vocab_size, tc.bos_token_id, tc.eos_token_id, tc.pad_token_id = len(new_tok), ids["bos"], ids["eos"], ids["pad"]
+    _set_generation_ids(model, new_tok)
+    v = model.config.vision_config
+    processor = build_processor(new_tok, v.image_size, (v.image_size // v.patch_size) ** 2)
+    return UnifiedModel(model, processor, source=um.source, profile=um.profile, info=dict(um.info))
+
+
 def _set_generation_ids(model, tok) -> None:
     gc = model.generation_config
     gc.bos_token_id, gc.eos_token_id = tok.bos_token_id, tok.eos_token_id

@@ -126,7 +126,14 @@ CONFIGS = {
     "teach": PretrainConfig("teach", vq_steps=60, vq_batch=32, vision_steps=60, align_steps=40, corpus=512,
                             lm_steps=120, yesno_steps=20, perception_steps=40, lm_batch=32, lm_lr=1.5e-3, warmup=20,
                             eval_n=8, checkpoint_every=60, vision_init="fan_in", vision_readout="both"),
-    # ship: the settings the shipped base model was made with (a test holds them equal to its record)
+    # v1: the recipe of the base model shipped before the ship run finished (one thread setup, no
+    # alignment, unpaired yes/no); the shipped weights carry its run, moved onto today's vocabulary
+    "v1": PretrainConfig("v1", model="teach", vq_steps=1500, vq_batch=32, corpus=12000, lm_steps=6000, lm_batch=32,
+                         lm_lr=1.5e-3, checkpoint_every=250, perception_steps=500, vq_gate=0.7, vision_steps=1000,
+                         vision_init="fan_in", vision_readout="both",
+                         perception_mix={"caption": 1, "vqa": 2, "recognition": 1, "same": 1},
+                         mix={"caption": 1, "vqa": 1, "recognition": 1, "same": 1, "t2i": 4, "edit": 2}),
+    # ship: the settings the next shipped base model is made with (a test holds them equal to its record)
     "ship": PretrainConfig("ship", model="teach", vq_steps=4000, vq_batch=32, vq_lr=2e-3, vq_gate=0.8,
                            vision_steps=8000, vision_batch=64, vision_lr=2e-3, vision_init="fan_in",
                            vision_readout="both", align_steps=1500, align_lr=2e-3, corpus=20000, lm_steps=12000,

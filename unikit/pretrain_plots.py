@@ -91,3 +91,11 @@ def plot_yes_no_tracking(history: dict, targets: dict | None = None, ax=None):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+
+PHASE_NAMES = {"vq": "tokenizer", "vision": "encoder", "align": "alignment", "lm": "model"}
+
+
+def steps_per_phase(history: dict) -> str:
+    """``"4000 tokenizer + 8000 encoder + ..."``: how many steps each phase of a run recorded."""
+    return " + ".join(f"{len(history.get(k, []))} {name}" for k, name in PHASE_NAMES.items())
