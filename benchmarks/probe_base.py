@@ -91,7 +91,7 @@ def rung_align(args) -> None:
     P.load_phase_weights(um, "vision", Path(args.vision) / "vision.safetensors")
     vision = json.loads((Path(args.vision) / "phase.json").read_text())[0]["settings"]
     cfg = P.pretrain_config("teach", seed=args.seed, align_steps=args.steps, align_lr=args.lr,
-                            **{k: vision[k] for k in P._VISION if k != "seed"})
+                            **{k: vision[k] for k in P.VISION_SETTINGS if k != "seed"})
     t0, history = time.time(), {}
     P.train_align(um, cfg, history, progress=False)
     rows = [{"step": args.steps, "minutes": round((time.time() - t0) / 60, 2), **history["align_accuracy"],

@@ -376,12 +376,12 @@ def shard_batch(ctx: Context, batch):
 
 
 PHASES = ("vq", "vision", "align", "lm")  # in order; a checkpoint's "phase" is the one it is in
-_VISION = ("seed", "vision_steps", "vision_batch", "vision_lr", "vision_init", "vision_readout")
+VISION_SETTINGS = ("seed", "vision_steps", "vision_batch", "vision_lr", "vision_init", "vision_readout")
 # The settings each reusable phase's result depends on (besides the model's sizes and the world).
 PHASE_SETTINGS = {
     "vq": ("seed", "vq_steps", "vq_batch", "vq_lr", "vq_restart_every"),
-    "vision": _VISION,
-    "align": (*_VISION, "align_steps", "align_lr"),  # it continues from the vision phase
+    "vision": VISION_SETTINGS,
+    "align": (*VISION_SETTINGS, "align_steps", "align_lr"),  # it continues from the vision phase
 }
 PHASE_FILES = {"vq": "tokenizer", "vision": "vision", "align": "align"}  # phase -> save_phase_weights name
 

@@ -1,9 +1,9 @@
-"""Figures of a pretraining run's model phase (lesson 01): the loss of each task, and the
-held-out yes/no accuracy per question kind as the run went.
+"""What lesson 01 shows of a pretraining run beyond its loss curves (those are
+:func:`unikit.viz.plot_pretraining_curves`): the held-out yes/no accuracy per question kind as
+the run went, and the steps of each phase.
 
-Both read the ``history`` :func:`unikit.pretrain.pretrain` returns (``history.json``):
-``"lm"`` rows ``[step, task, loss]`` and, when the run tracked them (``track_every``),
-``"tracked"`` rows ``{"step", "attribute", "attribute_<kind>", "recognition", "same_object"}``.
+Both read the ``history`` :func:`unikit.pretrain.pretrain` returns (``history.json``); when the
+run tracked yes/no (``track_every``), ``"tracked"`` rows ``{"step", "attribute", "attribute_<kind>", "recognition", "same_object"}``.
 """
 
 from __future__ import annotations
@@ -19,40 +19,10 @@ CHANCE = 0.5
 """The accuracy of a yes/no answer guessed at random."""
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-    window = max(1, min(window, len(values)))
-    return np.convolve(values, np.ones(window) / window, mode="valid")
-
-
 def _axes(ax, figsize):
     if ax is not None:
         return ax.figure, ax
     return plt.subplots(figsize=figsize)
-
-
-def plot_task_losses(history: dict, window: int = 100, ax=None):
-    """The model phase's loss per task over steps (moving average over ``window`` of that task's
-    own steps, log scale), with the yes/no coin-flip plateau (:data:`PLATEAU`) as a dashed line.
-    Returns the Figure."""
-    from .pretrain import TASKS
-
-    fig, ax = _axes(ax, (8, 4))
-    rows = history.get("lm", [])
-    tasks = [t for t in TASKS if any(r[1] == t for r in rows)]
-    colours = dict(zip(TASKS, plt.get_cmap("tab10").colors))
-    for task in tasks:
-        pts = np.asarray([(s, loss) for s, t, loss in rows if t == task], dtype=float)
-        w = max(1, min(window, len(pts) // 5))
-        ax.plot(pts[w - 1:, 0], _smooth(pts[:, 1], w), color=colours[task], lw=1.2, label=task)
-    ax.axhline(PLATEAU, color="black", ls="--", lw=1, label=f"yes/no guessed: log(2)/2 = {PLATEAU:.3f}")
-    ax.set_yscale("log")
-    ax.set_xlabel("model step")
-    ax.set_ylabel(f"loss (moving average over {window} steps of the task)")
-    ax.set_title(f"loss per task ({len(rows)} model steps)")
-    ax.grid(alpha=0.3, which="both", lw=0.4)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.tight_layout()
-    return fig
 
 
 def plot_yes_no_tracking(history: dict, targets: dict | None = None, ax=None):
