@@ -16,7 +16,8 @@ Per concept (test data never trained on, :func:`unikit.concepts.concept_data`):
 ========================= ===================================================================
 
 :func:`bench` runs methods x seeds over concepts and summarises means with 95% confidence
-intervals across seeds (t distribution over per-seed means of the concepts).
+intervals across seeds (t distribution over per-seed means of the concepts); :mod:`unikit.stats`
+gives intervals with the concept as the unit, paired comparisons, floors and power.
 """
 
 from __future__ import annotations
@@ -348,31 +349,19 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def compare(rows: list[dict], a: str, b: str, metric: str) -> dict:
-    """Does method ``a`` beat method ``b`` on ``metric``? Paired by seed: per seed, the mean over
-    concepts of ``a`` minus that of ``b``; then the mean difference and its 95% CI.
+def compare(rows: list[dict], a: str, b: str, metric: str, **options) -> dict:
+    """Does method ``a`` beat method ``b`` on ``metric``? :func:`unikit.stats.compare`: paired on the
+    (concept, seed) cells both have, a hierarchical bootstrap interval of the mean difference and a
+    sign-flip p-value over concepts; "not measurable here" when both sit at the metric's floor.
 
-    ``verdict``: "a > b" or "a < b" when the CI excludes 0, else "no clear difference" (also
-    with one seed: a single seed cannot give an interval). Returns the numbers and a sentence.
+    Returns ``{"a", "b", "metric", "a_mean", "b_mean", "diff", "ci", "verdict", "sentence", ...}``
+    (``verdict``: "a > b", "a < b", "no clear difference" or "not measurable here"); ``options``
+    go to :func:`unikit.stats.compare` (``base_metrics``, ``alpha``, ``n_boot``, ``seed``, ...).
+    For the k claims of a lesson, :func:`unikit.stats.compare_claims` applies Holm's correction.
     """
-    seeds = sorted({r["seed"] for r in rows if r["method"] == a} & {r["seed"] for r in rows if r["method"] == b})
-    if not seeds:
-        raise BenchError(f"no seed has rows of both {a!r} and {b!r}")
-    per = lambda m, s: float(np.mean([r[metric] for r in rows if r["method"] == m and r["seed"] == s]))  # noqa: E731
-    ma, mb = mean_ci95([per(a, s) for s in seeds]), mean_ci95([per(b, s) for s in seeds])
-    diff = mean_ci95([per(a, s) - per(b, s) for s in seeds])
-    lo_hi = None if diff["ci95"] is None else (diff["mean"] - diff["ci95"], diff["mean"] + diff["ci95"])
-    if lo_hi is not None and lo_hi[0] > 0:
-        verdict = f"{a} > {b}"
-    elif lo_hi is not None and lo_hi[1] < 0:
-        verdict = f"{a} < {b}"
-    else:
-        verdict = "no clear difference"
-    ci = "" if lo_hi is None else f", 95% CI [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]"
-    sentence = (f"{metric}: {a} {ma['mean']:.3f} vs {b} {mb['mean']:.3f} over {len(seeds)} seed(s); "
-                f"difference {diff['mean']:+.3f}{ci} -> {verdict}")
-    return {"a": a, "b": b, "metric": metric, "a_mean": ma["mean"], "b_mean": mb["mean"], "diff": diff["mean"],
-            "ci": lo_hi, "seeds": len(seeds), "verdict": verdict, "sentence": sentence}
+    from . import stats
+
+    return stats.compare(rows, a, b, metric, **options)
 
 
 SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "data" / "bench"
