@@ -109,6 +109,8 @@ ARMS = {
     "fan_in": ({"attribute": 1, "recognition": 1}, {"lm_init": "fan_in"}),
     "paired_fan_in": ({"attribute": 1, "recognition": 1}, {"yesno_paired": True, "lm_init": "fan_in"}),
     "mixed": ({"attribute": 3, "recognition": 3, "vqa": 1, "caption": 1, "same": 2}, {"yesno_paired": True}),
+    # the yes/no curriculum alone over all --steps: one more kind of YESNO_ORDER every steps/5
+    "curriculum": ({"attribute": 1}, {"yesno_paired": True, "yesno_steps": None}),
 }
 
 
@@ -120,6 +122,7 @@ def rung_yesno(args) -> None:
     P.load_phase_weights(um, phase, Path(args.vision) / f"{phase}.safetensors")
     print(f"language model on the {phase} phase's encoder in {args.vision}", flush=True)
     mix, overrides = ARMS[args.arm]
+    overrides = {k: (args.steps if v is None else v) for k, v in overrides.items()}  # None: the run's length
     cfg = P.pretrain_config("teach", seed=args.seed, lm_steps=args.steps, perception_steps=args.steps,
                             perception_mix=mix, lm_batch=args.batch, lm_lr=args.lr, checkpoint_every=args.every,
                             warmup=max(1, min(200, args.steps // 10)), **overrides)
