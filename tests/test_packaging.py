@@ -74,3 +74,17 @@ def test_unikit_threads_sets_torch_threads_and_a_bad_value_is_named(monkeypatch)
             runtime.set_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_command_prints_its_help(capsys):
+    from unikit.cli import build_parser, main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    commands = [a for a in build_parser()._subparsers._group_actions[0].choices]
+    for command in commands:
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0, command
+    assert "bench" in capsys.readouterr().out

@@ -182,7 +182,7 @@ def handle_personalize(args) -> int:
 
 
 def add_bench(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="UnifyBench-mini: methods x concepts x seeds, with 95% CIs",
+    p = subparsers.add_parser("bench", help="UnifyBench-mini: methods x concepts x seeds, with 95%% intervals (concept as the unit)",
                               description="Personalize every concept with every method for each seed (a fresh base "
                                           "model each time) and score them; writes results.json and a CSV beside it.")
     p.add_argument("--profile", choices=PROFILES, default="teach")
@@ -198,7 +198,8 @@ def add_bench(subparsers) -> None:
 
 
 def handle_bench(args) -> int:
-    from .evaluate import bench, results_path, table
+    from .evaluate import bench, results_path
+    from .stats import table
 
     out = args.out or results_path(args.profile)
     command = "unikit " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unikit") else \

@@ -15,9 +15,9 @@ Per concept (test data never trained on, :func:`unikit.concepts.concept_data`):
 ``edit``                  personalized editing: the edited image reads exactly as the target
 ========================= ===================================================================
 
-:func:`bench` runs methods x seeds over concepts and summarises means with 95% confidence
-intervals across seeds (t distribution over per-seed means of the concepts); :mod:`unikit.stats`
-gives intervals with the concept as the unit, paired comparisons, floors and power.
+:func:`bench` runs methods x seeds over concepts; its summary (:func:`unikit.stats.summary`)
+gives each mean a 95% interval with the concept as the unit (seeds nested in it) and the
+metric's floor and ceiling; :mod:`unikit.claims` judges the papers' claims on its rows.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ METRICS = ("rec_pos", "rec_neg", "rec", "rec_hard", "vqa", "text_qa", "gen_ident
 CHUNK = 64
 
 
-def _answers(um, images: list, prompts: list[str], max_new_tokens: int = 4) -> list[str]:
+def answers(um, images: list, prompts: list[str], max_new_tokens: int = 4) -> list[str]:
     out = []
     for i in range(0, len(prompts), CHUNK):
         ims = images[i:i + CHUNK]
@@ -53,7 +52,7 @@ def _answers(um, images: list, prompts: list[str], max_new_tokens: int = 4) -> l
     return out
 
 
-def _generate(um, prompts: list[str], n: int, guidance: float, seed: int) -> np.ndarray:
+def generate_batched(um, prompts: list[str], n: int, guidance: float, seed: int) -> np.ndarray:
     per = max(1, CHUNK // max(1, n))
     parts = [M.generate_images(um, prompts[i:i + per], n=n, guidance=guidance, seed=seed + i)
              for i in range(0, len(prompts), per)]
@@ -95,7 +94,7 @@ def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float = 
 def _understanding_metrics(um, pers, card, d, imgs) -> dict:
     row = {}
     rec = d.test_recognition
-    ans = _answers(um, [imgs[r["image"][0]][r["image"][1]] for r in rec],
+    ans = answers(um, [imgs[r["image"][0]][r["image"][1]] for r in rec],
                    [pers.understanding_prompt(card.name, r["question"]) for r in rec], 2)
     right = np.array([a == r["answer"] for a, r in zip(ans, rec)])
     pos = np.array([r["answer"] == "yes" for r in rec])
@@ -103,10 +102,10 @@ def _understanding_metrics(um, pers, card, d, imgs) -> dict:
     row["rec_pos"], row["rec_neg"] = float(right[pos].mean()), float(right[~pos].mean())
     row["rec"] = (row["rec_pos"] + row["rec_neg"]) / 2
     row["rec_hard"] = float(right[hard].mean())
-    ans = _answers(um, [imgs["test"][q["image"][1]] for q in d.vqa],
+    ans = answers(um, [imgs["test"][q["image"][1]] for q in d.vqa],
                    [pers.understanding_prompt(card.name, q["question"]) for q in d.vqa])
     row["vqa"] = float(np.mean([a == q["answer"] for a, q in zip(ans, d.vqa)]))
-    ans = _answers(um, [None] * len(d.text_qa), [pers.understanding_prompt(card.name, q["question"]) for q in d.text_qa])
+    ans = answers(um, [None] * len(d.text_qa), [pers.understanding_prompt(card.name, q["question"]) for q in d.text_qa])
     row["text_qa"] = float(np.mean([a == q["answer"] for a, q in zip(ans, d.text_qa)]))
     return row
 
@@ -117,7 +116,7 @@ def _generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed
     row = {}
     prompts = [t["prompt"] for t in d.t2i]
     requests = [pers.generation_request(um, card.name, p) for p in prompts]
-    gen = _generate(um, [r[0] for r in requests], n_images, guidance, seed)
+    gen = generate_batched(um, [r[0] for r in requests], n_images, guidance, seed)
     gen = gen.reshape(len(prompts), n_images, *gen.shape[1:])
     plain = [i for i, t in enumerate(d.t2i) if t["kind"] in ("plain", "context")]
     know = [i for i, t in enumerate(d.t2i) if t["kind"] == "knowledge"]
@@ -137,54 +136,6 @@ def _generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed
         row["images"] = {p: gen[i] for i, p in enumerate(prompts)}
         row["replay"] = {p: r[1] for p, r in zip(prompts, requests) if r[1] is not None}
     return row
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def mean_ci95(values: Sequence[float]) -> dict:
-    """``{"mean", "ci95", "n"}``: the half-width of a t-interval (None with fewer than 2 values)."""
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return {"mean": None, "ci95": None, "n": 0}
-    if len(v) < 2:
-        return {"mean": float(v.mean()), "ci95": None, "n": 1}
-    t = _T95.get(len(v) - 1, 1.96)
-    return {"mean": float(v.mean()), "ci95": float(t * v.std(ddof=1) / math.sqrt(len(v))), "n": int(len(v))}
-
-
-def summarise(rows: list[dict]) -> dict:
-    """``{method: {metric: {"mean", "ci95", "n"}}}``: per seed, the mean over concepts; then the
-    mean and 95% CI of those per-seed means across seeds."""
-    out = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        seeds = sorted({r["seed"] for r in mine})
-        out[method] = {}
-        for metric in METRICS:
-            per_seed = [np.mean([r[metric] for r in mine if r["seed"] == s and r.get(metric) is not None])
-                        for s in seeds if any(r.get(metric) is not None for r in mine if r["seed"] == s)]
-            if per_seed:
-                out[method][metric] = mean_ci95(per_seed)
-    return out
-
-
-def table(summary: dict, metrics: Sequence[str] = ("rec", "rec_hard", "vqa", "text_qa", "gen_identity",
-                                                    "gen_similarity", "parg", "edit")) -> str:
-    """The summary as a Markdown table: ``mean ± ci95``."""
-    metrics = [m for m in metrics if any(m in v for v in summary.values())]
-    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for method, vals in summary.items():
-        cells = []
-        for m in metrics:
-            v = vals.get(m)
-            cells.append("" if v is None or v["mean"] is None else
-                         f"{v['mean']:.3f}" + (f" ± {v['ci95']:.3f}" if v["ci95"] is not None else ""))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the bench
@@ -285,7 +236,8 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     if out.suffix != ".json":
         raise BenchError(f"--out {out}: give a .json path (the CSV is written beside it)")
     from .tokens import base_model_hash
-    base_hash = base_model_hash(M.load_model(base))
+    base_um = M.load_model(base)
+    base_hash, base_metrics = base_model_hash(base_um), M.base_metrics(base_um)
     partial = out.with_suffix(".partial.json")
     run_id = {"profile": profile, "base_model_hash": base_hash, "concepts": concepts}
     rows, before = _resumed_rows(partial, run_id) if (resume and partial.is_file()) else ([], 0.0)
@@ -326,9 +278,10 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
                 finished(*futures[f], f.result())
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for s in range(seeds) for m in methods)}
     rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), concepts.index(r["concept"])))
+    from .stats import summary
     result = {"profile": profile, "methods": methods, "concepts": concepts, "seeds": seeds,
               "base_model": str(base or M.DEFAULT_MODEL_DIR.name),
-              "base_model_hash": base_hash, "rows": rows, "summary": summarise(rows),
+              "base_model_hash": base_hash, "rows": rows, "summary": summary(rows, base_metrics),
               "seconds": round(before + time.time() - t0, 1),  # interrupted runs included, up to their last job
               "command": command, "workers": workers,
               "torch_threads": 1 if workers > 1 else torch.get_num_threads()}

@@ -279,6 +279,16 @@ def run_decoupled_replay_noedit(um, cards, pdata, sched, seed, on_step=None, pro
                       progress=progress)
 
 
+def run_unictokens_stage1(um, cards, pdata, sched, seed, on_step=None, progress=False, checkpoint=None, **_) \
+        -> Personalized:
+    """UniCTokens stopped after stage 1 (same seed, so the same rows its full run starts stage 2
+    from): the other side of the paper's claim that stage 3 improves understanding."""
+    pers = run_unictokens(um, cards, pdata, sched, seed, on_step=on_step, progress=progress, checkpoint=checkpoint,
+                          stop_after=1)
+    pers.method = "unictokens_stage1"
+    return pers
+
+
 def _finished_stage(checkpoint, names) -> int:
     if checkpoint is None:
         return 0
@@ -304,6 +314,7 @@ METHODS = {
 ABLATIONS = {
     "coupled_replay": run_coupled_replay,  # OmniPersona without decoupling
     "decoupled_replay_noedit": run_decoupled_replay_noedit,  # without editing data
+    "unictokens_stage1": run_unictokens_stage1,  # UniCTokens without stages 2 and 3
 }
 JOINT = {"coupled", "decoupled", "decoupled_replay", *ABLATIONS}  # methods that train on editing triplets
 

@@ -445,6 +445,16 @@ def load_model(path_or_name=None, attn_implementation: str = "eager", dtype=torc
     return UnifiedModel(model, processor, source=str(path_or_name or path), profile=info.get("profile"), info=info)
 
 
+def base_metrics(um: UnifiedModel) -> dict | None:
+    """The quality its pretraining measured (``metrics.json`` beside the weights), or None for a
+    checkpoint without one (a real Janus-Pro, a test's tiny model)."""
+    try:
+        path = _resolve(um.source or None)
+    except ModelError:
+        return None
+    return json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else None
+
+
 # --------------------------------------------------------------------------- inputs
 
 

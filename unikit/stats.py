@@ -521,3 +521,34 @@ def table(summ: dict, metrics: Sequence[str] = ("rec", "rec_hard", "vqa", "text_
             cells.append("" if x is None else _level(x))
         lines.append(f"| *{name}* | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def frame(summ: dict, metrics: Sequence[str] = ("rec", "rec_hard", "vqa", "text_qa", "gen_identity",
+                                                 "gen_similarity", "parg", "edit")):
+    """A :func:`summary` as a pandas DataFrame for notebooks: ``mean [lo, hi]`` per cell, one row
+    per method, then the floor and ceiling rows."""
+    import pandas as pd
+
+    metrics = [m for m in metrics if any(m in v for v in summ.values())]
+    cells = {method: {m: f"{_num(v['mean'])} [{_num(v['lo'])}, {_num(v['hi'])}]" if (v := vals.get(m)) else ""
+                      for m in metrics} for method, vals in summ.items()}
+    for name in ("floor", "ceiling"):
+        cells[name] = {}
+        for m in metrics:
+            x = next(v[m][name] for v in summ.values() if m in v)
+            cells[name][m] = "" if x is None else _level(x)
+    return pd.DataFrame.from_dict(cells, orient="index", columns=metrics)
+
+
+def per_concept(rows: list[dict], metric: str):
+    """``metric`` per concept (rows) and method (columns), the mean over seeds: a DataFrame."""
+    import pandas as pd
+
+    if metric not in METRICS:
+        raise StatsError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    frame = pd.DataFrame([{"concept": r["concept"], "method": r["method"], metric: r[metric]} for r in rows
+                          if r.get(metric) is not None])
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    concepts = list(dict.fromkeys(r["concept"] for r in rows))
+    return frame.pivot_table(index="concept", columns="method", values=metric, aggfunc="mean") \
+        .reindex(index=concepts, columns=methods)
