@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from unikit import evaluate as E
 from unikit import methods as P
@@ -303,3 +305,33 @@ def test_bench_workers_exit_when_the_bench_process_is_killed(tmp_path):
     else:
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the bench worker outlived its killed parent by 20 s")
+
+
+def test_cards_the_kit_has_never_seen_personalize_and_bench(base, judge, tmp_path):
+    """Cards written by someone else, in the documented format, run through the bench unchanged."""
+    from unikit import world
+    from unikit.concepts import read_card
+
+    rng = random.Random(2026)
+    paths, names = [], []
+    while len(paths) < 3:
+        shape, colour = rng.choice(world.SHAPES), rng.choice(sorted(world.COLOURS))
+        if (shape, colour) in world.HELDOUT_PAIRS:
+            continue
+        name = f"user{len(paths)}"
+        card = {"name": name, "class": shape, "colour": colour, "pattern": rng.choice(world.PATTERNS),
+                "identity": {"mark": rng.choice(world.MARKS),
+                             "mark_colour": rng.choice([c for c in sorted(world.COLOURS) if c != colour])},
+                "facts": {"hat": rng.choice(sorted(world.COLOURS)),
+                          "toy": {"colour": rng.choice(sorted(world.COLOURS)), "shape": rng.choice(world.TOY_SHAPES)}}}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(card))
+        read_card(path)  # valid
+        paths.append(str(path))
+        names.append(name)
+    res = E.bench("smoke", ["text_prompt", "unictokens"], paths, seeds=1, out=tmp_path / "r.json", base=base,
+                  judge=judge, progress=False)
+    assert sorted({r["concept"] for r in res["rows"]}) == names and len(res["rows"]) == 6
+    for r in res["rows"]:
+        assert all(0.0 <= r[k] <= 1.0 for k in E.METRICS if k != "gen_similarity"), r
+    assert set(res["summary"]) == {"text_prompt", "unictokens"}

@@ -208,7 +208,8 @@ def _resumed_rows(partial: Path, run_id: dict) -> tuple[list[dict], float]:
 def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts: Sequence[str] | None = None,
           seeds: int = 3, out=None, base=None, judge=None, resume: bool = True, progress: bool = True,
           command: str = "", workers: int = 1) -> dict:
-    """Run ``methods`` x ``seeds`` over ``concepts`` on a fresh copy of the base model each time.
+    """Run ``methods`` x ``seeds`` over ``concepts`` (names of shipped cards, or paths of card
+    files) on a fresh copy of the base model each time.
 
     All concepts of one (method, seed) train together in one loop. ``workers`` > 1 runs that many
     (method, seed) jobs at once in separate 1-thread processes (on 2 cores, two 1-thread workers
@@ -227,7 +228,7 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     concepts = list(concepts or available_concepts())
     if not concepts:
         raise BenchError("no concepts to bench")
-    load_concepts(concepts)  # unknown names fail here, before any training
+    names = [c.name for c in load_concepts(concepts)]  # unknown names and bad cards fail here, before training
     if seeds < 1:
         raise BenchError(f"seeds={seeds}: need at least 1")
     if workers < 1:
@@ -277,7 +278,7 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
             for f in as_completed(futures):
                 finished(*futures[f], f.result())
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for s in range(seeds) for m in methods)}
-    rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), concepts.index(r["concept"])))
+    rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), names.index(r["concept"])))
     from .stats import summary
     result = {"profile": profile, "methods": methods, "concepts": concepts, "seeds": seeds,
               "base_model": str(base or M.DEFAULT_MODEL_DIR.name),

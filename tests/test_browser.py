@@ -1,0 +1,129 @@
+"""The built book, opened in a real browser (Debian's chromium and chromium-driver, driven by
+selenium): every page loads without a console error, every figure has pixels that are not
+blank, no cell shows an error, every citation and cross-reference resolves, maths renders.
+
+Without the browser the tests skip with the packages to install (``.ci/run`` installs them).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+
+import pytest
+
+from unikit.run import build_book
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="the browser test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver")
+
+# per image: loaded, and its pixels are not all one colour (drawn on a same-origin canvas)
+FIGURES_JS = """
+const out = [];
+for (const img of document.querySelectorAll('main img, article img')) {
+  if (!img.complete || img.naturalWidth === 0) { out.push({src: img.src, ok: false, why: 'did not load'}); continue; }
+  const c = document.createElement('canvas');
+  c.width = Math.min(img.naturalWidth, 400); c.height = Math.min(img.naturalHeight, 400);
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0, c.width, c.height);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let distinct = new Set();
+  for (let i = 0; i < d.length && distinct.size < 3; i += 4 * 7) distinct.add(d[i] + ',' + d[i+1] + ',' + d[i+2] + ',' + d[i+3]);
+  out.push({src: img.src, ok: distinct.size > 1, why: distinct.size > 1 ? '' : 'blank'});
+}
+return out;
+"""
+PAGE_JS = """
+const text = document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText;
+const errors = [...document.querySelectorAll('.cell_output .output.traceback, .cell_output .output.error, ' +
+                                             '.cell_output .stderr')].map(e => e.innerText.slice(0, 200))
+                 .filter(t => /Error|Traceback/.test(t));
+const unresolved = [...document.querySelectorAll('span.xref, code.xref')].filter(e => !e.closest('a'))
+                   .map(e => e.innerText);
+const citations = [...document.querySelectorAll('a[href*="bibliography"]')].length;
+const maths = document.querySelectorAll('div.math, span.math').length;
+const rendered = document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_CHTML, .MathJax_SVG').length;
+const mathErrors = document.querySelectorAll('.MathJax_Error, merror').length;
+return {errors, unresolved, citations, maths, rendered, mathErrors,
+        unknownCitation: /\\[\\?\\]|\\?\\?/.test(text)};
+"""
+
+
+@pytest.fixture(scope="module")
+def book_html(smoke_run, tmp_path_factory):
+    out_dir, _ = smoke_run
+    return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("browser") / "book", quiet=True).parent
+
+
+@pytest.fixture(scope="module")
+def site(book_html):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(book_html))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,2000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _pages(book_html):
+    return sorted(p.relative_to(book_html).as_posix() for p in book_html.rglob("*.html")
+                  if not p.relative_to(book_html).parts[0].startswith("_") and p.name not in ("genindex.html", "search.html"))
+
+
+def _wait_for_maths(driver, timeout: float = 20.0) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(
+        "return !window.MathJax || !MathJax.Hub || MathJax.Hub.queue.pending === 0 && "
+        "MathJax.Hub.queue.running === 0"))
+
+
+def test_every_page_of_the_book_in_a_browser(book_html, site, browser, tmp_path_factory):
+    counts = {"pages": 0, "figures": 0, "citations": 0, "maths": 0}
+    problems = []
+    for page in _pages(book_html):
+        browser.get(f"{site}/{page}")
+        _wait_for_maths(browser)
+        counts["pages"] += 1
+        severe = [e["message"] for e in browser.get_log("browser")
+                  if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]  # the browser asks for one
+        problems += [f"{page}: console error: {m}" for m in severe]
+        for fig in browser.execute_script(FIGURES_JS):
+            counts["figures"] += 1
+            if not fig["ok"]:
+                problems.append(f"{page}: figure {fig['src']} {fig['why']}")
+        info = browser.execute_script(PAGE_JS)
+        problems += [f"{page}: a cell shows an error: {e}" for e in info["errors"]]
+        problems += [f"{page}: unresolved reference {u!r}" for u in info["unresolved"]]
+        if info["unknownCitation"]:
+            problems.append(f"{page}: an unresolved citation ([?] or ??) in the text")
+        if info["maths"] and (info["rendered"] < info["maths"] or info["mathErrors"]):
+            problems.append(f"{page}: maths not rendered ({info['rendered']} of {info['maths']}, "
+                            f"{info['mathErrors']} errors)")
+        counts["citations"] += info["citations"]
+        counts["maths"] += info["maths"]
+    (book_html / "browser-check.json").write_text(json.dumps(counts))
+    print("browser check:", counts)
+    assert not problems, "\n".join(problems)
+    assert counts["figures"] > 0 and counts["citations"] > 0 and counts["maths"] > 0, counts
