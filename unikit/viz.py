@@ -695,6 +695,19 @@ def plot_understanding_attention(ua: UnderstandingAttention, layer: int | None =
     return fig
 
 
+def plot_rollout(ua: UnderstandingAttention):
+    """The answer's attention on the image patches in the last layer alone (mean over heads)
+    beside attention rollout through all layers (``ua.rollout_to_image[-1]``), each with its
+    overlay. Returns the Figure."""
+    last = ua.grid(ua.n_layers - 1, None)
+    rolled = np.asarray(ua.rollout_to_image[-1])
+    fig, axes = plt.subplots(2, 3, figsize=(8.4, 5.6), layout="constrained")
+    _heat_panels(axes[0], ua.image, last, "last layer only")
+    _heat_panels(axes[1], ua.image, rolled, "rollout through every layer")
+    fig.suptitle(f"answer '{ua.answer}': one layer's attention vs attention rollout", fontsize=9)
+    return fig
+
+
 def attention_share_by_layer(att, groups: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-layer attention share of each key group (mean over heads and queries): a DataFrame
     ``layer, group, share, rollout`` from a GenerationAttention or UnderstandingAttention."""
