@@ -56,6 +56,8 @@ def test_notebook_conventions(path):
         tree = ast.parse(_code(cell))
         defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
         assert not defined, f"code cell {i} defines {defined}: helpers belong in unikit, called in one line"
+        long = [line for line in cell.source.splitlines() if len(line) > 90]
+        assert not long, f"code cell {i} has lines over 90 characters (they scroll in the book): {long[0]!r}"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{len(tagged)} cells tagged 'parameters'; a lesson has exactly one"
     assert tagged[0].cell_type == "code"
