@@ -65,9 +65,12 @@ def show_images(images, titles=None, ncols: int = 8, scale: float = 1.3, suptitl
 
 
 def show_rows(rows: dict, scale: float = 1.2, ncols: int | None = None):
-    """One labelled row per entry of ``{label: uint8[n, H, W, 3]}``. Returns the Figure."""
+    """One labelled row per entry of ``{label: uint8[n, H, W, 3]}``, images drawn nearest-neighbour
+    at ``scale`` inches each, labels in a left margin sized to the longest. Returns the Figure."""
     ncols = ncols or max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(ncols * scale + 1.2, len(rows) * scale), squeeze=False)
+    label_in = min(4.0, 0.052 * max(len(str(label)) for label in rows) + 0.2)  # inches of label margin
+    width = ncols * scale + label_in
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(width, len(rows) * scale), squeeze=False)
     for r, (label, imgs) in enumerate(rows.items()):
         for c in range(ncols):
             ax = axes[r, c]
@@ -77,8 +80,9 @@ def show_rows(rows: dict, scale: float = 1.2, ncols: int | None = None):
                 side.set_visible(False)
             if c < len(imgs):
                 ax.imshow(imgs[c], interpolation="nearest")
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout()
+        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(str(label), 56)), rotation=0, ha="right", va="center",
+                              fontsize=8)
+    fig.subplots_adjust(left=label_in / width, right=0.99, top=0.98, bottom=0.02, wspace=0.05, hspace=0.08)
     return fig
 
 
