@@ -280,3 +280,23 @@ def test_errors(base):
         ct.parameters(groups=("shard",))
     assert isinstance(T.ConceptTokenError("x"), ValueError)
     assert np.all([t in um.tokenizer.get_vocab() for t in ct.tokens()])
+
+
+def test_token_semantics_has_a_ground_truth(base):
+    from unikit.semantics import _word_rows, token_semantics
+
+    um = fresh(base)
+    card = C.load_concept("bo")
+    ct = T.add_concept(um, card, groups={"shared": 2})
+
+    def set_rows(words):
+        with torch.no_grad():
+            row = _word_rows(um, words).mean(0)
+            for g in ct.groups:
+                ct.rows[g][0].copy_(row.expand_as(ct.rows[g][0]))
+        return token_semantics(um, ct, card)
+
+    assert set_rows([card.shape, card.colour, card.pattern])["tok_identity"] > 0.1
+    assert set_rows([card.mark, card.mark_colour])["tok_mark"] > 0.1
+    other_mark = next(m for m in ("top", "bottom", "sides", "band") if m != card.mark)
+    assert set_rows([other_mark])["tok_mark"] < 0

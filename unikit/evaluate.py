@@ -39,7 +39,7 @@ from .cache import atomic_path, write_json
 from .judge import expected_reading
 
 METRICS = ("rec_pos", "rec_neg", "rec", "rec_hard", "vqa", "text_qa", "gen_identity", "gen_similarity", "parg",
-           "parg_identity", "edit")
+           "parg_identity", "edit", "tok_identity", "tok_mark")
 CHUNK = 64
 
 
@@ -76,6 +76,9 @@ def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float = 
         row = {"method": pers.method, "concept": card.name}
         if "understanding" in parts:
             row.update(_understanding_metrics(um, pers, card, d, imgs))
+            if card.name in pers.tokens:
+                from .semantics import token_semantics
+                row.update(token_semantics(um, pers.tokens[card.name], card))
         if "generation" in parts:
             row.update(_generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed, with_images))
         if "editing" in parts and d.edits:

@@ -251,6 +251,12 @@ def levels(metric: str, base_metrics: dict | None = None, concepts: Sequence[str
         chance = floor = per["parg"] / n_sub
         why = {"chance": f"parg's guess times the chance of drawing the concept (1 in {n_sub})",
                "floor": "chance"}
+    elif metric in ("tok_identity", "tok_mark"):
+        chance = floor = 0.0
+        words = "shape, colour and pattern" if metric == "tok_identity" else "mark and mark colour"
+        why = {"chance": f"rows unrelated to words lean equally toward the concept's own {words} words and "
+                         f"toward the other values': a difference of 0",
+               "floor": "0: tokens that carry nothing of the concept's identity in word space"}
     else:  # edit
         chance = floor = per["edit"]
         why = {"chance": "an editor that does what the instruction names and guesses the rest: "
@@ -266,6 +272,9 @@ def levels(metric: str, base_metrics: dict | None = None, concepts: Sequence[str
     elif metric == "gen_similarity":
         ceiling = 1.0
         why["ceiling"] = "a cosine"
+    elif metric in ("tok_identity", "tok_mark"):
+        ceiling = None
+        why["ceiling"] = "none: a difference of mean cosines (at most 2), not a rate"
     else:
         ceiling = 1.0
         why["ceiling"] = "exact answers: nothing caps them below 1"
