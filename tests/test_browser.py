@@ -22,6 +22,9 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
     reason="the browser test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver")
 
+HARMLESS = ("favicon.ico",  # the browser asks for one; the book has none
+            "font at 'about:blank'", "about:blank - Failed to load resource")  # MathJax 2's web-font probe
+
 # per image: loaded, and its pixels are not all one colour (drawn on a same-origin canvas)
 FIGURES_JS = """
 const out = [];
@@ -45,10 +48,10 @@ const errors = [...document.querySelectorAll('.cell_output .output.traceback, .c
 const unresolved = [...document.querySelectorAll('span.xref, code.xref')].filter(e => !e.closest('a'))
                    .map(e => e.innerText);
 const citations = [...document.querySelectorAll('a[href*="bibliography"]')].length;
-const maths = document.querySelectorAll('div.math, span.math').length;
-const rendered = document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_CHTML, .MathJax_SVG').length;
+const maths = [...document.querySelectorAll('div.math, span.math')]
+                .filter(e => !(e.id || '').startsWith('MathJax-Span')).length;  // not MathJax's own spans
 const mathErrors = document.querySelectorAll('.MathJax_Error, merror').length;
-return {errors, unresolved, citations, maths, rendered, mathErrors,
+return {errors, unresolved, citations, maths, mathErrors,
         unknownCitation: /\\[\\?\\]|\\?\\?/.test(text)};
 """
 
@@ -59,18 +62,17 @@ def book_html(smoke_run, tmp_path_factory):
     return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("browser") / "book", quiet=True).parent
 
 
-@pytest.fixture(scope="module")
-def site(book_html):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(book_html))
+def serve(directory):
+    """A local HTTP server for ``directory`` in a thread: ``(server, base url)``."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-@pytest.fixture(scope="module")
-def browser():
+def start_browser():
+    """Headless Chromium under chromedriver, keeping the console's messages."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -82,8 +84,7 @@ def browser():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+    return driver
 
 
 def _pages(book_html):
@@ -91,38 +92,61 @@ def _pages(book_html):
                   if not p.relative_to(book_html).parts[0].startswith("_") and p.name not in ("genindex.html", "search.html"))
 
 
-def _wait_for_maths(driver, timeout: float = 20.0) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
+def _typeset_count(driver, timeout: float = 30.0) -> int:
+    """How many formulas MathJax typeset on the page, once its queue has run (-1: no MathJax)."""
+    driver.set_script_timeout(timeout)
+    return driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const wait = (tries) => {
+          if (window.MathJax && MathJax.Hub && MathJax.Hub.Queue) {
+            MathJax.Hub.Queue(() => done(MathJax.Hub.getAllJax().length));
+          } else if (tries > 0) { setTimeout(() => wait(tries - 1), 100); } else { done(-1); }
+        };
+        wait(50);""")
 
-    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(
-        "return !window.MathJax || !MathJax.Hub || MathJax.Hub.queue.pending === 0 && "
-        "MathJax.Hub.queue.running === 0"))
 
-
-def test_every_page_of_the_book_in_a_browser(book_html, site, browser, tmp_path_factory):
+def check_book(book_html, site, driver) -> tuple[dict, list[str]]:
+    """Open every page; ``(counts of pages, figures, citations, maths, problems found)``."""
     counts = {"pages": 0, "figures": 0, "citations": 0, "maths": 0}
     problems = []
     for page in _pages(book_html):
-        browser.get(f"{site}/{page}")
-        _wait_for_maths(browser)
+        driver.get(f"{site}/{page}")
+        typeset = _typeset_count(driver)
         counts["pages"] += 1
-        severe = [e["message"] for e in browser.get_log("browser")
-                  if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]  # the browser asks for one
+        severe = [e["message"] for e in driver.get_log("browser")
+                  if e["level"] == "SEVERE" and not any(x in e["message"] for x in HARMLESS)]
         problems += [f"{page}: console error: {m}" for m in severe]
-        for fig in browser.execute_script(FIGURES_JS):
+        for fig in driver.execute_script(FIGURES_JS):
             counts["figures"] += 1
             if not fig["ok"]:
                 problems.append(f"{page}: figure {fig['src']} {fig['why']}")
-        info = browser.execute_script(PAGE_JS)
+        info = driver.execute_script(PAGE_JS)
         problems += [f"{page}: a cell shows an error: {e}" for e in info["errors"]]
         problems += [f"{page}: unresolved reference {u!r}" for u in info["unresolved"]]
         if info["unknownCitation"]:
             problems.append(f"{page}: an unresolved citation ([?] or ??) in the text")
-        if info["maths"] and (info["rendered"] < info["maths"] or info["mathErrors"]):
-            problems.append(f"{page}: maths not rendered ({info['rendered']} of {info['maths']}, "
-                            f"{info['mathErrors']} errors)")
+        if info["maths"] and (typeset < info["maths"] or info["mathErrors"]):
+            problems.append(f"{page}: maths not rendered ({typeset} formulas typeset for {info['maths']} "
+                            f"maths elements, {info['mathErrors']} errors)")
         counts["citations"] += info["citations"]
         counts["maths"] += info["maths"]
+    return counts, problems
+
+
+@pytest.fixture(scope="module")
+def book_html(smoke_run, tmp_path_factory):
+    out_dir, _ = smoke_run
+    return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("browser") / "book", quiet=True).parent
+
+
+def test_every_page_of_the_book_in_a_browser(book_html):
+    server, site = serve(book_html)
+    driver = start_browser()
+    try:
+        counts, problems = check_book(book_html, site, driver)
+    finally:
+        driver.quit()
+        server.shutdown()
     (book_html / "browser-check.json").write_text(json.dumps(counts))
     print("browser check:", counts)
     assert not problems, "\n".join(problems)
