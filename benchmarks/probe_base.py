@@ -111,6 +111,9 @@ ARMS = {
     "mixed": ({"attribute": 3, "recognition": 3, "vqa": 1, "caption": 1, "same": 2}, {"yesno_paired": True}),
     # the yes/no curriculum alone over all --steps: one more kind of YESNO_ORDER every steps/5
     "curriculum": ({"attribute": 1}, {"yesno_paired": True, "yesno_steps": None}),
+    # mixed, with the understanding encoder and aligner frozen (does phase 3 erase what phase 2 taught?)
+    "frozen": ({"attribute": 3, "recognition": 3, "vqa": 1, "caption": 1, "same": 2},
+               {"yesno_paired": True, "lm_train_vision": False}),
 }
 
 

@@ -62,6 +62,16 @@ def test_tokenizer_stays_frozen_while_the_rest_trains():
     assert any(not torch.equal(lm_before[k], v) for k, v in um.model.model.language_model.state_dict().items())
 
 
+def test_phase_3_can_keep_the_understanding_encoder_frozen():
+    um = M.build_model("smoke")
+    corpus = P.build_corpus(um, 32, seed=0)
+    vision_before = [p.detach().clone() for p in P.vision_parameters(um)]
+    lm_before = {k: v.clone() for k, v in um.model.model.language_model.state_dict().items()}
+    P.train_lm(um, corpus, P.pretrain_config("smoke", lm_steps=3, lm_train_vision=False), {}, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(vision_before, P.vision_parameters(um)))
+    assert any(not torch.equal(lm_before[k], v) for k, v in um.model.model.language_model.state_dict().items())
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
     real_train_lm = P.train_lm
