@@ -22,3 +22,12 @@ def smoke_run(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("smoke") / "notebooks"
     results = run_notebooks("smoke", out_dir=out_dir, quiet=True)
     return out_dir, results
+
+
+@pytest.fixture(scope="session")
+def smoke_book(smoke_run, tmp_path_factory):
+    """The book built once from the smoke run: the path of its ``index.html``."""
+    from unikit.run import build_book
+
+    out_dir, _ = smoke_run
+    return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("book") / "book", quiet=True)

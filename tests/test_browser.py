@@ -15,8 +15,6 @@ import threading
 
 import pytest
 
-from unikit.run import build_book
-
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
@@ -57,9 +55,8 @@ return {errors, unresolved, citations, maths, mathErrors,
 
 
 @pytest.fixture(scope="module")
-def book_html(smoke_run, tmp_path_factory):
-    out_dir, _ = smoke_run
-    return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("browser") / "book", quiet=True).parent
+def book_html(smoke_book):
+    return smoke_book.parent
 
 
 def serve(directory):
@@ -134,9 +131,8 @@ def check_book(book_html, site, driver) -> tuple[dict, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def book_html(smoke_run, tmp_path_factory):
-    out_dir, _ = smoke_run
-    return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("browser") / "book", quiet=True).parent
+def book_html(smoke_book):
+    return smoke_book.parent
 
 
 def test_every_page_of_the_book_in_a_browser(book_html):

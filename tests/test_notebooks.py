@@ -91,9 +91,8 @@ def test_every_lesson_runs_in_the_smoke_profile(smoke_run, lessons):
         assert len(injected) == 1 and 'PROFILE = "smoke"' in injected[0].source
 
 
-def test_book_builds_from_the_executed_lessons(smoke_run, lessons, tmp_path):
-    out_dir, _ = smoke_run
-    index = build_book(executed_dir=out_dir, out_dir=tmp_path / "book", quiet=True)
+def test_book_builds_from_the_executed_lessons(smoke_book, lessons):
+    index = smoke_book
     html = index.parent
     assert index == html / "index.html" and index.is_file()
     assert (html / "intro.html").is_file()

@@ -40,6 +40,9 @@ def _rows_ok(rows, method):
     for r in rows:
         assert r["method"] == method
         for m in E.METRICS:
+            if m in ("tok_identity", "tok_mark"):  # differences of cosines; only methods with tokens have them
+                assert m not in r or -2.0 <= r[m] <= 2.0, (m, r[m])
+                continue
             lo = -1.0 if m == "gen_similarity" else 0.0
             assert lo <= r[m] <= 1.0, (m, r[m])
         assert r["rec"] == pytest.approx((r["rec_pos"] + r["rec_neg"]) / 2)
@@ -333,5 +336,6 @@ def test_cards_the_kit_has_never_seen_personalize_and_bench(base, judge, tmp_pat
                   judge=judge, progress=False)
     assert sorted({r["concept"] for r in res["rows"]}) == names and len(res["rows"]) == 6
     for r in res["rows"]:
-        assert all(0.0 <= r[k] <= 1.0 for k in E.METRICS if k != "gen_similarity"), r
+        assert all(0.0 <= r[k] <= 1.0 for k in E.METRICS if k not in ("gen_similarity", "tok_identity", "tok_mark")), r
+        assert ("tok_mark" in r) == (r["method"] != "text_prompt"), r  # only methods with tokens have them
     assert set(res["summary"]) == {"text_prompt", "unictokens"}
