@@ -203,6 +203,7 @@ def test_summary_table_and_evaluate_compare_delegates():
     assert summ["a"]["rec"]["lo"] < summ["a"]["rec"]["mean"] < summ["a"]["rec"]["hi"]
     text = S.table(summ)
     assert "| a | 0.80 [" in text and "| *floor* | 0.50 |" in text
+    assert S.frame(summ).loc["floor", "rec"] == "0.50" and S.frame(summ).loc["a", "rec"].startswith("0.80 [")
     old = E.compare(rows, "a", "b", "rec", n_boot=B)
     assert {"a", "b", "metric", "a_mean", "b_mean", "diff", "ci", "verdict", "sentence"} <= set(old)
     assert old == S.compare(rows, "a", "b", "rec", n_boot=B) and old["verdict"] == "a > b"

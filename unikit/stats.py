@@ -515,20 +515,12 @@ def summary(rows: list[dict], base_metrics: dict | None = None, metrics: Sequenc
 
 def table(summ: dict, metrics: Sequence[str] = ("rec", "rec_hard", "vqa", "text_qa", "gen_identity",
                                                  "gen_similarity", "parg", "edit")) -> str:
-    """A :func:`summary` as a Markdown table: ``mean [lo, hi]`` per cell, then the floor and
-    ceiling rows."""
-    metrics = [m for m in metrics if any(m in v for v in summ.values())]
-    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for method, vals in summ.items():
-        cells = [f"{_num(v['mean'])} [{_num(v['lo'])}, {_num(v['hi'])}]" if (v := vals.get(m)) else ""
-                 for m in metrics]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    for name in ("floor", "ceiling"):
-        cells = []
-        for m in metrics:
-            x = next(v[m][name] for v in summ.values() if m in v)
-            cells.append("" if x is None else _level(x))
-        lines.append(f"| *{name}* | " + " | ".join(cells) + " |")
+    """A :func:`summary` as a Markdown table (the cells of :func:`frame`), for the terminal."""
+    cells = frame(summ, metrics)
+    lines = ["| method | " + " | ".join(cells.columns) + " |", "|---" * (len(cells.columns) + 1) + "|"]
+    for method, row in cells.iterrows():
+        name = f"*{method}*" if method in ("floor", "ceiling") else method
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
