@@ -143,6 +143,10 @@ def add_personalize(subparsers) -> None:
     p.add_argument("--base", metavar="DIR", help="base model directory (default: the shipped data/base_model)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: personalized/<method>-seed<seed>)")
     p.add_argument("--no-eval", action="store_true", help="skip the UnifyBench-mini evaluation")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cuda, cuda:1, mps or cpu")
+    p.add_argument("--dtype", default="float32", help="the model's weights: float32, bfloat16 or float16 "
+                                                      "(concept rows and their optimizer state stay float32)")
+    p.add_argument("--plan", action="store_true", help="print the memory and time estimate and stop")
     p.set_defaults(handler=handle_personalize)
 
 
@@ -155,10 +159,24 @@ def handle_personalize(args) -> int:
     from .model import load_model
     from .tokens import save_concept_tokens
 
+    from .concepts import load_concept
+    from .planner import check, parse_dtype, plan
+    from .runtime import pick_device
+    from .stages import schedule
+    from .tokens import default_group_sizes
+
     check_method(args.method)
+    cards = [load_concept(c) for c in args.concept]  # a bad name fails before the model loads
+    device, dtype = pick_device(args.device), parse_dtype(args.dtype)
     out = Path(args.out or f"personalized/{args.method}-seed{args.seed}")
-    um = load_model(args.base)
-    pers = personalize(um, args.concept, args.method, args.profile, seed=args.seed, checkpoint=out / "checkpoint",
+    um = load_model(args.base, device=device, dtype=dtype)
+    estimate = plan(um.model.config, schedule(args.profile), args.method, len(cards), device, dtype,
+                    group_sizes=default_group_sizes(um))
+    print(estimate)
+    if args.plan:
+        return 0
+    check(estimate)
+    pers = personalize(um, cards, args.method, args.profile, seed=args.seed, checkpoint=out / "checkpoint",
                        progress=True)
     out.mkdir(parents=True, exist_ok=True)
     for name, ct in pers.tokens.items():
@@ -170,7 +188,6 @@ def handle_personalize(args) -> int:
     if not args.no_eval:
         from .evaluate import evaluate_personalized
         from .judge import load_judge
-        from .stages import schedule
         sched = schedule(args.profile)
         rows = evaluate_personalized(um, pers, load_judge(progress=False), n_images=sched.eval_images,
                                      guidance=sched.guidance, seed=1000 + args.seed)

@@ -259,7 +259,8 @@ class ConceptTokens:
             raise ConceptTokenError(f"{self.identifier} is attached to another model; detach() it first")
         ids = _add_vocabulary(um, names)
         weight = um.model.get_input_embeddings().weight
-        as_param = lambda t: torch.nn.Parameter(t.detach().clone().to(weight.device, weight.dtype))  # noqa: E731
+        # the rows and their optimizer state stay fp32 whatever the model's dtype (cast on use)
+        as_param = lambda t: torch.nn.Parameter(t.detach().clone().to(weight.device, torch.float32))  # noqa: E731
         self.groups[group], self.ids[group] = list(names), ids
         self.rows[group] = (as_param(in_rows), as_param(out_rows))
         if bias is not None:
