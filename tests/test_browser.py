@@ -1,6 +1,6 @@
 """The built book, opened in a real browser (Debian's chromium and chromium-driver, driven by
 selenium): every page loads without a console error, every figure has pixels that are not
-blank, no cell shows an error, every citation and cross-reference resolves, maths renders.
+blank and a caption, no cell shows an error, every citation and cross-reference resolves, maths renders.
 
 Without the browser the tests skip with the packages to install (``.ci/run`` installs them).
 """
@@ -34,7 +34,17 @@ for (const img of document.querySelectorAll('main img, article img')) {
   const d = g.getImageData(0, 0, c.width, c.height).data;
   let distinct = new Set();
   for (let i = 0; i < d.length && distinct.size < 3; i += 4 * 7) distinct.add(d[i] + ',' + d[i+1] + ',' + d[i+2] + ',' + d[i+3]);
-  out.push({src: img.src, ok: distinct.size > 1, why: distinct.size > 1 ? '' : 'blank'});
+  const blank = distinct.size > 1 ? '' : 'blank';
+  // a figure a cell draws sits in a <figure> with a caption that says what to see in it
+  const fig = img.closest('.cell_output') ? img.closest('figure') : null;
+  const uncaptioned = img.closest('.cell_output') && !(fig && fig.querySelector('figcaption')) ? 'has no caption' : '';
+  const why = [blank, uncaptioned].filter(Boolean).join(', ');
+  out.push({src: img.src, ok: !why, why});
+}
+// a caption wraps a figure, never a table the same cell printed
+for (const fig of document.querySelectorAll('.cell_output figure')) {
+  if (!fig.querySelector('img')) out.push({src: (fig.querySelector('figcaption') || fig).innerText.slice(0, 80),
+                                           ok: false, why: 'is a caption without a figure (one display per captioned cell)'});
 }
 return out;
 """

@@ -70,3 +70,41 @@ def test_too_few_concepts_is_said():
     (res,) = claims.judge(rows, ["b"])
     assert res["finding"] == "no clear difference"
     assert "more concepts needed" in res["explanation"]
+
+
+def interference_curves(coupled_end: float, decoupled_end: float, start: float = 0.9):
+    """Doctored ``measure_interference`` rows: understanding starts at ``start`` and moves linearly."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for concept in available_concepts()[:4]:
+        for seed in range(2):
+            for layout, end in (("coupled", coupled_end), ("decoupled", decoupled_end)):
+                for step in (0, 10, 20):
+                    value = start + (end - start) * step / 20 + rng.normal(0, 0.02)
+                    rows.append({"layout": layout, "concept": concept, "seed": seed, "step": step,
+                                 **{m: float(np.clip(value, 0, 1)) for m in ("rec", "rec_hard", "text_qa")}})
+    return rows
+
+
+def _mean(cell: str) -> float:
+    return float(cell.split()[0])
+
+
+def test_interference_change_is_paired_and_follows_the_curves():
+    table = claims.interference_change(interference_curves(coupled_end=0.5, decoupled_end=0.9))
+    assert list(table.index) == ["coupled", "decoupled"]
+    coupled, decoupled = table.loc["coupled", "rec"], table.loc["decoupled", "rec"]
+    assert abs(_mean(coupled) + 0.4) < 0.05 and abs(_mean(decoupled)) < 0.05, table
+    hi = float(coupled.split("[")[1].split(",")[1].rstrip("]"))
+    assert hi < 0, f"a clear drop must have an interval below 0: {coupled}"
+
+
+def test_interference_plot_draws_a_band_per_layout_and_the_levels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = claims.plot_interference(interference_curves(0.5, 0.9))
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2, "one interval band per layout"
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[:2] == ["coupled", "decoupled"] and any(lab.startswith("chance") for lab in labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 
 import nbformat
@@ -56,6 +57,10 @@ def test_notebook_conventions(path):
         tree = ast.parse(_code(cell))
         defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
         assert not defined, f"code cell {i} defines {defined}: helpers belong in unikit, called in one line"
+        draws = re.search(r"^fig(, \w+)? = |= widgets\.\w+\(", cell.source, re.M)
+        caption = cell.metadata.get("mystnb", {}).get("figure", {}).get("caption", "")
+        assert caption or not draws, (f"code cell {i} draws a figure without a caption: add one to its "
+                                      'metadata as {"mystnb": {"figure": {"caption": "what to see in it"}}}')
         long = [line for line in cell.source.splitlines() if len(line) > 90]
         assert not long, f"code cell {i} has lines over 90 characters (they scroll in the book): {long[0]!r}"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

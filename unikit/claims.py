@@ -177,6 +177,57 @@ def plot(judged: list[dict], rows: list[dict], base_metrics: dict | None = None,
 
 
 
+def plot_interference(curves: list[dict], base_metrics: dict | None = None,
+                      metrics: Sequence[str] = ("rec", "rec_hard", "text_qa")):
+    """Claim (c) as curves: per metric, each layout's understanding score against the generation
+    and editing steps trained after it (rows of ``methods.measure_interference``, with ``seed``),
+    the concept-unit bootstrap interval (seeds nested) as a band, chance, floor and ceiling as lines."""
+    import matplotlib.pyplot as plt
+
+    concepts = sorted({r["concept"] for r in curves})
+    layouts = list(dict.fromkeys(r["layout"] for r in curves))
+    steps = sorted({r["step"] for r in curves})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.0), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, layout in enumerate(layouts):
+            cells = [{**r, "method": f"{layout}@{r['step']}"} for r in curves if r["layout"] == layout]
+            ivs = [stats.interval(cells, f"{layout}@{s}", metric) for s in steps]
+            ax.fill_between(steps, [v["lo"] for v in ivs], [v["hi"] for v in ivs], color=f"C{i}", alpha=0.25, lw=0)
+            ax.plot(steps, [v["mean"] for v in ivs], color=f"C{i}", marker="o", label=layout)
+        lev = stats.levels(metric, base_metrics, concepts)
+        for name, style in (("chance", ":"), ("floor", "--"), ("ceiling", "-.")):
+            if lev[name] is not None:
+                ax.axhline(lev[name], color="0.35", ls=style, lw=1, label=f"{name} {lev[name]:.2f}")
+        ax.set(xlabel="generation + editing steps", ylabel=metric, ylim=(-0.03, 1.03), title=metric)
+        ax.legend(fontsize=6, loc="lower left")
+    n_seeds = len({(r["concept"], r.get("seed", 0)) for r in curves}) / max(1, len(concepts))
+    fig.suptitle(f"understanding while generation and editing train: {len(concepts)} concept(s), "
+                 f"{n_seeds:.0f} seed(s) each; bands: 95% intervals, concept as the unit", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def interference_change(curves: list[dict], metrics: Sequence[str] = ("rec", "rec_hard", "text_qa")):
+    """Per layout and metric, the change from the first to the last measurement of
+    ``methods.measure_interference`` (paired within each concept and seed), as "mean [lo, hi]"
+    with the concept-unit bootstrap interval; a DataFrame indexed by layout."""
+    import pandas as pd
+
+    first, last = min(r["step"] for r in curves), max(r["step"] for r in curves)
+    at = {(r["layout"], r["concept"], r.get("seed", 0), r["step"]): r for r in curves}
+    changes = [{"method": lay, "concept": c, "seed": sd,
+                **{m: at[(lay, c, sd, last)][m] - r[m] for m in metrics}}
+               for (lay, c, sd, step), r in at.items() if step == first and (lay, c, sd, last) in at]
+    out = {}
+    for layout in dict.fromkeys(r["method"] for r in changes):
+        cells = {}
+        for m in metrics:
+            iv = stats.interval(changes, layout, m)
+            cells[m] = f"{iv['mean']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]"
+        out[layout] = cells
+    return pd.DataFrame(out).T
+
+
 PAPERS_TABLE = Path(__file__).resolve().parent.parent / "data" / "papers" / "omnipbench.csv"
 COMPARABLE = {  # the kit's metric -> the papers' column it corresponds to, and how far
     "rec": ("rec", "same definition (mean of positive and negative recall); real photos, 20 concepts"),

@@ -445,11 +445,13 @@ def load_model(path_or_name=None, attn_implementation: str = "eager", dtype=torc
     return UnifiedModel(model, processor, source=str(path_or_name or path), profile=info.get("profile"), info=info)
 
 
-def base_metrics(um: UnifiedModel) -> dict | None:
+def base_metrics(um) -> dict | None:
     """The quality its pretraining measured (``metrics.json`` beside the weights), or None for a
-    checkpoint without one (a real Janus-Pro, a test's tiny model)."""
+    checkpoint without one (a real Janus-Pro, a test's tiny model). ``um``: a :class:`UnifiedModel`,
+    or the path or id :func:`load_model` takes (None: the shipped base model)."""
+    source = um.source if isinstance(um, UnifiedModel) else um
     try:
-        path = _resolve(um.source or None)
+        path = _resolve(source or None)
     except ModelError:
         return None
     return json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else None
