@@ -20,7 +20,7 @@ def smoke_run(tmp_path_factory):
     Lessons load trained artifacts from ``UNIKIT_CACHE`` if present, else train them.
     """
     out_dir = tmp_path_factory.mktemp("smoke") / "notebooks"
-    results = run_notebooks("smoke", out_dir=out_dir, quiet=True)
+    results = run_notebooks("smoke", out_dir=out_dir, quiet=True, workers=2)  # two one-thread kernels at a time
     return out_dir, results
 
 

@@ -151,6 +151,20 @@ def test_run_injects_parameters_and_stops_at_a_failing_cell(tmp_lessons, tmp_pat
     assert [(r["notebook"], r["ok"]) for r in summary["notebooks"]] == [("00_where", True), ("01_broken", False)]
 
 
+def test_lessons_side_by_side_report_in_order_and_stop_at_the_first_failure(tmp_lessons, tmp_path, capsys):
+    out = tmp_path / "out" / "notebooks"
+    code = cli.main(["run", "--profile", "smoke", "--notebooks-dir", str(tmp_lessons), "--out", str(out),
+                     "--workers", "2"])
+    assert code != 0 and "01_broken" in capsys.readouterr().err
+    summary = json.loads((out.parent / "run-summary.json").read_text())
+    assert summary["workers"] == 2
+    assert [(r["notebook"], r["ok"]) for r in summary["notebooks"]] == [("00_where", True), ("01_broken", False)]
+    printed = json.loads(nbformat.read(out / "00_where.ipynb", as_version=4).cells[-1].outputs[0]["text"])
+    assert printed["profile"] == "smoke"
+    assert cli.main(["run", "--notebooks-dir", str(tmp_lessons), "--workers", "0"]) == 2
+    assert "run at least one lesson at a time" in capsys.readouterr().err
+
+
 def test_run_only_unknown_number_lists_the_lessons(tmp_lessons, capsys):
     code = cli.main(["run", "--only", "99", "--notebooks-dir", str(tmp_lessons)])
     err = capsys.readouterr().err

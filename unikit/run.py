@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -157,62 +158,98 @@ def _print_table(results: list[dict], echo=print) -> None:
 
 
 def run_notebooks(profile: str, only=None, seed: int | None = None, out_dir=EXECUTED_DIR,
-                  notebooks_dir=NOTEBOOKS_DIR, quiet: bool = False) -> list[dict]:
-    """Execute the lessons in order; return one ``{"notebook", "seconds", "ok", ...}`` per lesson.
+                  notebooks_dir=NOTEBOOKS_DIR, quiet: bool = False, workers: int = 1) -> list[dict]:
+    """Execute the lessons; return one ``{"notebook", "seconds", "ok", ...}`` per lesson, in order.
 
     Executed copies go to ``out_dir``; a summary goes to ``out_dir/../run-summary.json``.
     Stops at the first failing lesson and raises :class:`NotebookFailed` (the summary
     and the partly executed copy are written first). ``only`` selects lessons by
-    number prefix; ``seed`` is injected as ``SEED`` only when given.
+    number prefix; ``seed`` is injected as ``SEED`` only when given. ``workers`` > 1 runs that
+    many lessons side by side, each kernel on one thread (``UNIKIT_THREADS=1``); lessons that
+    need the same cached artifact may then both train it (the cache's writes are atomic).
     """
     echo = _silent if quiet else print
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    from concurrent.futures import ThreadPoolExecutor
 
     check_profile(profile)
     notebooks = find_notebooks(notebooks_dir)
     if not notebooks:
         raise RunError(f"no lessons (NN_topic.ipynb) in {notebooks_dir}")
+    if workers < 1:
+        raise RunError(f"workers={workers}: run at least one lesson at a time")
     selected = select_notebooks(notebooks, only)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir.parent / "run-summary.json"
     kernel = ensure_kernel()
-    engine_config = _kernel_config()
     parameters = {"PROFILE": profile} | ({"SEED": int(seed)} if seed is not None else {})
+    done: dict[int, tuple[dict, NotebookFailed | None]] = {}
+    stop = threading.Event()
 
-    results: list[dict] = []
-    failure = None
-    for i, path in enumerate(selected, 1):
-        output = out_dir / path.name
-        echo(f"[{i}/{len(selected)}] {path.stem} ...", end=" ", flush=True)
-        start = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(path), str(output), parameters=parameters, kernel_name=kernel,
-                cwd=str(Path(notebooks_dir)), progress_bar=False, log_output=False, config=engine_config,
-            )
-            ok, error = True, None
-        except PapermillExecutionError as e:
-            ok, error = False, f"{e.ename}: {e.evalue}"
-            failure = NotebookFailed(path.name, e.cell_index, _first_line(e.source), error, output, results)
-        except Exception as e:  # the kernel died (out of memory?), a cell timed out, ...
-            ok, error = False, f"{type(e).__name__}: {e}"
-            failure = NotebookFailed(path.name, None, "", error, output, results)
-        seconds = round(time.perf_counter() - start, 2)
-        results.append({"notebook": path.stem, "seconds": seconds, "ok": ok, "error": error,
-                        "profile": profile, "seed": seed, "output": str(output)})
-        echo(f"{'ok' if ok else 'FAILED'} ({seconds:.1f} s)", flush=True)
+    def run_one(i: int, path: Path) -> None:
+        if stop.is_set():
+            return
+        result, failure = _execute(path, out_dir / path.name, parameters, kernel, notebooks_dir, profile, seed)
+        done[i] = (result, failure)
+        echo(f"[{i}/{len(selected)}] {path.stem} ... {'ok' if result['ok'] else 'FAILED'} "
+             f"({result['seconds']:.1f} s)", flush=True)
         if failure:
-            break
+            stop.set()
 
-    write_json(summary_path, {"profile": profile, "seed": seed, "python": sys.executable, "notebooks": results})
+    saved = {k: os.environ.get(k) for k in ("UNIKIT_THREADS", "OMP_NUM_THREADS")}
+    if workers > 1:  # the kernels inherit the environment they are started in
+        os.environ.update(UNIKIT_THREADS="1", OMP_NUM_THREADS="1")
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(run_one, i, path) for i, path in enumerate(selected, 1)]:
+                future.result()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    results, failure = [], None
+    for i in sorted(done):
+        result, fail = done[i]
+        results.append(result)
+        if fail and failure is None:
+            failure = fail
+            break
+    if failure:
+        failure.results = results[:-1]
+    write_json(summary_path, {"profile": profile, "seed": seed, "python": sys.executable, "workers": workers,
+                              "notebooks": results})
     echo()
     _print_table(results, echo)
     echo(f"summary: {summary_path}")
     if failure:
         raise failure
     return results
+
+
+def _execute(path: Path, output: Path, parameters: dict, kernel: str, notebooks_dir, profile: str, seed):
+    """One lesson through papermill: ``(result, NotebookFailed or None)``."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    start = time.perf_counter()
+    failure = None
+    try:
+        papermill.execute_notebook(
+            str(path), str(output), parameters=parameters, kernel_name=kernel,
+            cwd=str(Path(notebooks_dir)), progress_bar=False, log_output=False, config=_kernel_config(),
+        )
+        ok, error = True, None
+    except PapermillExecutionError as e:
+        ok, error = False, f"{e.ename}: {e.evalue}"
+        failure = NotebookFailed(path.name, e.cell_index, _first_line(e.source), error, output, [])
+    except Exception as e:  # the kernel died (out of memory?), a cell timed out, ...
+        ok, error = False, f"{type(e).__name__}: {e}"
+        failure = NotebookFailed(path.name, None, "", error, output, [])
+    result = {"notebook": path.stem, "seconds": round(time.perf_counter() - start, 2), "ok": ok, "error": error,
+              "profile": profile, "seed": seed, "output": str(output)}
+    return result, failure
 
 
 # --------------------------------------------------------------------------- book
