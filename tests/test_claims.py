@@ -108,3 +108,13 @@ def test_interference_plot_draws_a_band_per_layout_and_the_levels():
     assert len(ax.collections) == 2, "one interval band per layout"
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[:2] == ["coupled", "decoupled"] and any(lab.startswith("chance") for lab in labels)
+
+
+def test_a_sentence_never_says_an_interval_contains_zero_when_it_does_not():
+    res = claims.judge(rows_for(0.81, 0.80), ["b"])[0]  # a real comparison, then doctored
+    assert res["finding"] == "no clear difference"
+    assert "the interval contains zero" in res["explanation"] and res["ci"][0] <= 0 <= res["ci"][1]
+    off_zero = {**res, "ci": (-0.20, -0.02), "p_holm": 0.17, "k": 11}  # Holm over 11 claims undoes it
+    words = claims.explain(claims.CLAIMS["b"], off_zero)
+    assert "contains zero" not in words
+    assert "leaves out zero" in words and "Holm's correction over 11 comparisons (p = 0.17)" in words

@@ -102,7 +102,11 @@ def explain(claim: Claim, res: dict) -> str:
     if res["k"] * res["p_min"] >= res["alpha"]:
         return (f"({claim.key}) cannot be decided with {res['n_concepts']} concepts: {nums}; no corrected "
                 f"p-value can fall below {min(1.0, res['k'] * res['p_min']):.2g} (more concepts needed).")
-    return (f"({claim.key}) is not supported at this size: {nums}; the interval contains zero "
+    lo, hi = res["ci"]
+    why = ("the interval contains zero" if lo <= 0 <= hi else
+           f"the interval leaves out zero, but the paired test is not significant after Holm's correction over "
+           f"{res['k']} comparisons (p = {res['p_holm']:.2g})")
+    return (f"({claim.key}) is not supported at this size: {nums}; {why} "
             f"(the bench detects differences of {res['mde']:.2f} or more).")
 
 
