@@ -52,8 +52,11 @@ def test_a_run_that_does_not_fit_is_refused_with_the_change_that_fits(tiny):
 
 
 def test_unknown_dtype_is_refused():
-    with pytest.raises(planner.PlanError, match="choose one of float32, bfloat16, float16"):
-        planner.parse_dtype("int8")
+    from unikit import runtime
+
+    with pytest.raises(runtime.DtypeError, match="choose one of float32, bfloat16, float16"):
+        runtime.parse_dtype("int8")
+    assert runtime.parse_dtype("bf16") is torch.bfloat16
 
 
 def test_concept_rows_stay_fp32_on_a_bf16_model_and_train(tiny):

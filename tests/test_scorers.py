@@ -10,8 +10,7 @@ def _tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = ["<pad>", "<unk>", "<eos>", *sorted({w for c in world.COLOURS for w in (c,)}), "a", "photo", "of",
-             *world.ATTRIBUTES["shape"]]
+    words = ["<pad>", "<unk>", "<eos>", *world.COLOURS, "a", "photo", "of", *world.ATTRIBUTES["shape"]]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")

@@ -204,9 +204,9 @@ def plot_interference(curves: list[dict], base_metrics: dict | None = None,
                 ax.axhline(lev[name], color="0.35", ls=style, lw=1, label=f"{name} {lev[name]:.2f}")
         ax.set(xlabel="generation + editing steps", ylabel=metric, ylim=(-0.03, 1.03), title=metric)
         ax.legend(fontsize=6, loc="lower left")
-    n_seeds = len({(r["concept"], r.get("seed", 0)) for r in curves}) / max(1, len(concepts))
+    n_seeds = len({r.get("seed", 0) for r in curves})
     fig.suptitle(f"understanding while generation and editing train: {len(concepts)} concept(s), "
-                 f"{n_seeds:.0f} seed(s) each; bands: 95% intervals, concept as the unit", fontsize=9)
+                 f"{n_seeds} seed(s) each; bands: 95% intervals, concept as the unit", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -159,14 +159,12 @@ def handle_personalize(args) -> int:
 
     from .cache import write_json
     from .methods import check_method, personalize
-    from .model import load_model
-    from .tokens import save_concept_tokens
-
     from .concepts import load_concept
-    from .planner import check, parse_dtype, plan
-    from .runtime import pick_device
+    from .model import load_model
+    from .planner import check, plan
+    from .runtime import parse_dtype, pick_device
     from .stages import schedule
-    from .tokens import default_group_sizes
+    from .tokens import default_group_sizes, save_concept_tokens
 
     check_method(args.method)
     cards = [load_concept(c) for c in args.concept]  # a bad name fails before the model loads

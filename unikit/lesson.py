@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 
 from . import runtime
-from .planner import parse_dtype
 
 GPU_BASE = "deepseek-community/Janus-Pro-1B"
 
@@ -77,4 +76,4 @@ def setup(profile: str, seed: int = 0, device: str = "auto", base: str = "", dty
     """Check the profile, seed everything, pick the device (``runtime.setup``) and the base model."""
     runtime.check_profile(profile)
     dev = runtime.setup(seed, device)
-    return Lesson(profile, seed, dev, parse_dtype(dtype), base or (GPU_BASE if profile == "gpu" else None))
+    return Lesson(profile, seed, dev, runtime.parse_dtype(dtype), base or (GPU_BASE if profile == "gpu" else None))

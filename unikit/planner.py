@@ -28,12 +28,15 @@ from dataclasses import dataclass
 
 import torch
 
+from .runtime import parse_dtype
+from .tokens import GROUP_SIZES
+
 BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
 # the share of the measured matmul throughput a whole training step reaches (small kernels,
-# norms, softmax, Python): calibrated by benchmarks/bench_planner.py on the teach model, 2 CPU cores
-EFFICIENCY = 0.35
+# norms, softmax, Python), from benchmarks/bench_planner.py on the teach model, 2 CPU cores: steps
+# ran 1.32x slower than estimated at 0.35, and 0.86x at 0.27 in a second run whose matmul probe
+# read 100 instead of 143 GFLOP/s (the probe varies that much run to run on this machine)
+EFFICIENCY = 0.27
 # the tasks each method's heaviest stage trains at once (their graphs are alive together)
 TASKS = {"text_prompt": (), "oracle_text": (), "understanding_only": ("understanding",),
          "generation_only": ("generation",), "separate": ("generation",), "unictokens": ("understanding", "generation"),
@@ -44,15 +47,6 @@ PROMPT_WORDS = 40  # text tokens around the image in a prompt (question, concept
 
 class PlanError(ValueError):
     """A run that will not fit the device; the message names the setting to change."""
-
-
-def parse_dtype(dtype) -> torch.dtype:
-    """``"bf16"``, ``"bfloat16"``, ``torch.bfloat16`` ... -> the torch dtype (checked)."""
-    if isinstance(dtype, torch.dtype) and dtype in BYTES:
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in DTYPES:
-        return DTYPES[dtype.lower()]
-    raise PlanError(f"dtype {dtype!r}: choose one of float32, bfloat16, float16")
 
 
 @dataclass(frozen=True)
@@ -209,7 +203,7 @@ def plan(config, sched, method: str = "unictokens", concepts: int = 1, device="c
         flops += 2 * fwd  # forward + backward to the inputs
         answer = 4 if task == "understanding" else 0
         logits += n * (answer * shape.vocab + (shape.gen_tokens * shape.codebook if task != "understanding" else 0)) * 4 * 2
-    sizes = group_sizes or {"shared": 16, "understanding": 8, "generation": 8, "editing": 8}
+    sizes = group_sizes or GROUP_SIZES["gpu"]
     rows = concepts * (1 + sum(sizes.values())) * D * 2  # input and output rows per token
     optimizer = rows * 4 * 3  # the rows' gradient and AdamW's two moments, fp32
     weights = shape.parameters * b + rows * 4

@@ -24,6 +24,14 @@ class ProfileError(ValueError):
     """An unknown profile name."""
 
 
+class DtypeError(ValueError):
+    """An unknown weight precision."""
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
 def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise ProfileError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -38,6 +46,15 @@ def pick_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"DEVICE={device!r} but no CUDA device is available here; use DEVICE='cpu' or 'auto'")
     return dev
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    """``"bf16"``, ``"bfloat16"``, ``torch.bfloat16`` ... -> the torch dtype (checked)."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise DtypeError(f"dtype {dtype!r}: choose one of float32, bfloat16, float16")
 
 
 def set_seed(seed: int) -> None:

@@ -50,9 +50,7 @@ def _check_dir(path, kind: str, flag: str) -> Path:
 
 
 def _pixels(images) -> list:
-    """``uint8[N, H, W, 3]`` or a list of PIL images / arrays -> a list the image processors take."""
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return list(images)
+    """``uint8[N, H, W, 3]`` or a sequence of PIL images / arrays -> a list the image processors take."""
     return list(images)
 
 
