@@ -86,3 +86,24 @@ def test_finished_phases_from_a_probe_directory_are_reused_when_their_settings_m
     assert all(torch.equal(v, built.vq.state_dict()[k]) for k, v in um2.vq.state_dict().items())
     assert "--phases-from" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["reused_phases"]["vq"] == str(tmp_path / "vq")
+
+
+def test_phases_are_shared_by_models_that_differ_only_in_language_model_depth(tmp_path, monkeypatch):
+    """ship3's deeper language model reuses ship2's tokenizer and encoder; a wider encoder cannot."""
+    import dataclasses
+
+    ship2, ship3 = P.CONFIGS["ship2"], P.CONFIGS["ship3"]
+    assert M.PROFILES[ship3.model]["layers"] == 2 * M.PROFILES[ship2.model]["layers"]
+    for phase in ("vq", "vision"):
+        P.record_phase(tmp_path / phase, ship2, phase, command="test")
+    offered = [tmp_path / "vq", tmp_path / "vision"]
+    assert P._plan(ship3, tmp_path / "out", False, offered)["reuse"] == {"vq": str(offered[0]), "vision": str(offered[1])}
+    # records written before phases kept only their own sizes (every model size) still match
+    path = tmp_path / "vision" / "phase.json"
+    records = json.loads(path.read_text())
+    records[0]["settings"]["model"] = json.loads(json.dumps(M.PROFILES["teach"]))
+    path.write_text(json.dumps(records))
+    assert P._plan(ship3, tmp_path / "out", False, offered)["phase"] == "align"
+    monkeypatch.setitem(M.PROFILES, "wide", dict(M.PROFILES["teach"], vision_hidden=256))
+    with pytest.raises(P.PretrainError, match="vision phase was made with other settings.*vision_hidden"):
+        P._plan(dataclasses.replace(ship2, model="wide"), tmp_path / "out", False, offered)

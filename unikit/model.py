@@ -59,6 +59,9 @@ PROFILES = {
                   vision_heads=4, vq_base=32, vq_mult=(1, 2, 2), vq_res_blocks=1, vq_latent=64,
                   codebook=512, vq_embed_dim=8, context=320),
 }
+# deep: teach's widths with twice the language-model layers (1.7M instead of 0.87M parameters);
+# its tokenizer, encoder and aligner have teach's sizes, so their pretraining phases are shared.
+PROFILES["deep"] = dict(PROFILES["teach"], layers=8)
 
 EmbedHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``hook(input_ids [B, L], embeds [B, L, D]) -> embeds``: applied to text embeddings before image features."""
@@ -160,7 +163,7 @@ def check_vocabulary(tokenizer, texts: Sequence[str]) -> None:
 
 
 def make_config(profile: str = "teach", tokenizer=None, attn_implementation: str = "eager"):
-    """A ``JanusConfig`` for a kit profile (``smoke`` or ``teach``); see :data:`PROFILES`.
+    """A ``JanusConfig`` for a kit model size (``smoke``, ``teach`` or ``deep``); see :data:`PROFILES`.
 
     All projection dims equal the language model's hidden size; the VQ grid equals
     ``image_size // patch_size``; input and output embeddings are not tied.

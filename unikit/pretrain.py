@@ -149,6 +149,11 @@ CONFIGS = {
 # encoder (linear probe, 2000 renders: shape 0.988 -> 0.446, mark 0.976 -> 0.481; see
 # docs/notes/2026-12-03-ship-run.md), so phase 3 keeps the understanding encoder frozen.
 CONFIGS["ship2"] = dataclasses.replace(CONFIGS["ship"], profile="ship2", lm_train_vision=False)
+# ship3: ship2 with a language model twice as deep (the "deep" sizes). ship2 met every
+# understanding target and drew poorly with its text-to-image loss still falling; at 35 training
+# tokens per parameter it is past the compute-optimal size, so the extra compute goes to depth
+# (docs/notes/2026-12-03-ship3-run.md). Its tokenizer and encoder phases are ship2's.
+CONFIGS["ship3"] = dataclasses.replace(CONFIGS["ship2"], profile="ship3", model="deep")
 
 
 class PretrainError(ValueError):
@@ -389,6 +394,11 @@ PHASE_SETTINGS = {
     "align": (*VISION_SETTINGS, "align_steps", "align_lr"),  # it continues from the vision phase
 }
 PHASE_FILES = {"vq": "tokenizer", "vision": "vision", "align": "align"}  # phase -> save_phase_weights name
+# The model sizes each reusable phase's modules have (the language model's depth is in none:
+# no phase before the model phase runs its layers).
+VISION_SIZES = ("hidden", "vision_hidden", "vision_layers", "vision_heads")
+PHASE_SIZES = {"vq": ("vq_base", "vq_mult", "vq_res_blocks", "vq_latent", "codebook", "vq_embed_dim"),
+               "vision": VISION_SIZES, "align": VISION_SIZES}
 
 
 def world_version(words: bool = True) -> str:
@@ -401,10 +411,19 @@ def world_version(words: bool = True) -> str:
 
 
 def phase_settings(cfg: dict, phase: str) -> dict:
-    """What a phase's result depends on: its settings, the model's sizes, the world's renders."""
-    settings = {"phase": phase, **{k: cfg[k] for k in PHASE_SETTINGS[phase]}, "model": M.PROFILES[cfg["model"]],
-                "world": world_version(words=False)}
+    """What a phase's result depends on: its settings, the sizes of the modules it trains
+    (:data:`PHASE_SIZES`), the world's renders."""
+    sizes = M.PROFILES[cfg["model"]]
+    settings = {"phase": phase, **{k: cfg[k] for k in PHASE_SETTINGS[phase]},
+                "model": {k: sizes[k] for k in PHASE_SIZES[phase]}, "world": world_version(words=False)}
     return json.loads(json.dumps(settings))  # as a record on disk reads back (tuples as lists)
+
+
+def recorded_phase_settings(settings: dict) -> dict:
+    """A ``phase.json`` record's settings as :func:`phase_settings` writes them today (records
+    written before :data:`PHASE_SIZES` hold every model size; only the phase's own count)."""
+    phase = settings["phase"]
+    return {**settings, "model": {k: v for k, v in settings["model"].items() if k in PHASE_SIZES[phase]}}
 
 
 def _differences(saved: dict, wanted: dict) -> list[str]:
@@ -1031,7 +1050,7 @@ def _plan(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Path])
         if not meta_file.is_file():
             raise PretrainError(f"--phases-from {d}: no phase.json there (a directory benchmarks/probe_base.py wrote)")
         for meta in json.loads(meta_file.read_text()):
-            offered[meta["settings"]["phase"]] = (d, meta["settings"])
+            offered[meta["settings"]["phase"]] = (d, recorded_phase_settings(meta["settings"]))
     for ph, (d, settings) in offered.items():
         if settings != phase_settings(want, ph):
             raise PretrainError(f"--phases-from {d}: its {ph} phase was made with other settings "
