@@ -19,16 +19,17 @@ def timed_stages(profile: str, concept: str, threads: int) -> dict:
     import torch
 
     from unikit import methods, model, stages, tokens
+    from unikit.concepts import load_concept
 
     torch.set_num_threads(threads)
     um = model.load_model()
     sched = stages.schedule(profile)
-    card = methods.load_concept(concept)
+    card = load_concept(concept)
     out = {}
     t = time.time()
     pdata = [stages.personal_data(um, card, sched)]
     out["data (render + VQ-encode)"] = time.time() - t
-    sizes = methods.group_sizes(um)
+    sizes = tokens.default_group_sizes(um)
     t = time.time()
     ct = tokens.add_concept(um, card, groups={"shared": sizes["shared"]}, init="kmeans_images", images=pdata[0].train_images)
     out["add tokens (k-means init)"] = time.time() - t

@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository's lessons, and one smoke run of all of them per session."""
+"""Shared fixtures: the repository's lessons, one smoke run of all of them per session, tiny scorer checkpoints."""
 
 from __future__ import annotations
 
@@ -31,3 +31,42 @@ def smoke_book(smoke_run, tmp_path_factory):
 
     out_dir, _ = smoke_run
     return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("book") / "book", quiet=True)
+
+
+def _scorer_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from unikit import world
+
+    words = ["<pad>", "<unk>", "<eos>", *world.COLOURS, "a", "photo", "of", "on", "background",
+             *world.ATTRIBUTES["shape"]]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+
+
+@pytest.fixture(scope="session")
+def scorer_checkpoints(tmp_path_factory):
+    """A random tiny CLIP (``clip/``) and DINOv2 (``dino/``) saved with ``save_pretrained``: the root."""
+    import torch
+    from transformers import (BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config,
+                              Dinov2Model)
+
+    root = tmp_path_factory.mktemp("scorers")
+    torch.manual_seed(0)
+    tok = _scorer_tokenizer()
+    clip = CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=32, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=37), projection_dim=16))
+    clip.save_pretrained(root / "clip")
+    tok.save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
+    dino = Dinov2Model(Dinov2Config(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=37))
+    dino.save_pretrained(root / "dino")
+    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "dino")
+    return root

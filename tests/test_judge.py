@@ -65,8 +65,11 @@ def test_similarity_prefers_the_same_concept_over_its_hard_negatives(judge):
 
 
 def test_wrong_images_raise_clear_errors(judge):
-    with pytest.raises(world.WorldError, match="64x64.*32x32.*resize"):
-        judge.read(np.zeros((2, 64, 64, 3), np.uint8))
+    with pytest.raises(world.WorldError, match="48x48.*32x32.*multiples.*resize"):
+        judge.read(np.zeros((2, 48, 48, 3), np.uint8))
+    with pytest.raises(world.WorldError, match="64x32"):
+        judge.read(np.zeros((2, 32, 64, 3), np.uint8))
+    assert len(judge.read(np.zeros((2, 64, 64, 3), np.uint8))) == 2  # a square multiple is averaged down
     with pytest.raises(world.WorldError, match=r"\[B, 32, 32, 3\]"):
         judge.read(np.zeros((2, 3, 32, 32), np.uint8))
     with pytest.raises(world.WorldError, match="uint8"):

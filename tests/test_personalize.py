@@ -17,6 +17,7 @@ from unikit import model as M
 from unikit import replay as R
 from unikit import stages as S
 from unikit import tokens as T
+from unikit.concepts import load_concept
 from unikit.judge import load_judge
 
 torch.set_num_threads(1)
@@ -71,7 +72,7 @@ def test_every_method_runs_and_is_scored(method, base, judge):
 def test_unictokens_stages_add_groups_in_order_and_freeze_earlier_ones(base):
     um = M.load_model(base)
     sched = S.schedule("smoke")
-    card_data = [S.personal_data(um, P.load_concept("bo"), sched)]
+    card_data = [S.personal_data(um, load_concept("bo"), sched)]
     ct = T.add_concept(um, "bo", groups={"shared": 2})
     S.train_stage_1_understanding(um, [ct], card_data, sched)
     with pytest.raises(S.StageError, match="generation tokens"):
@@ -219,7 +220,7 @@ def test_decoupled_layout_tasks_use_only_their_group_and_train_alone(base):
         used = {g for g, names in ct.groups.items() if g != "identifier" and words & set(names)}
         assert used == {task}, (task, text)
     sched = S.schedule("smoke")
-    pdata = [S.personal_data(um, P.load_concept("bo"), sched, n_edits=3)]
+    pdata = [S.personal_data(um, load_concept("bo"), sched, n_edits=3)]
     others = {g: [p.detach().clone() for p in ct.parameters(groups=(g,))] for g in ("identifier", "understanding", "editing")}
     S.train_tokens(um, [ct], pdata, steps=3, train_groups=("generation",), weights={"generation": 1.0},
                    prompting=pers.prompting, sched=sched)

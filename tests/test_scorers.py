@@ -6,39 +6,9 @@ import pytest
 from unikit import scorers, world
 
 
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<unk>", "<eos>", *world.COLOURS, "a", "photo", "of", *world.ATTRIBUTES["shape"]]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
-
-
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    import torch
-    from transformers import (BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config,
-                              Dinov2Model)
-
-    root = tmp_path_factory.mktemp("scorers")
-    torch.manual_seed(0)
-    tok = _tokenizer()
-    clip = CLIPModel(CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=32, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=37), projection_dim=16))
-    clip.save_pretrained(root / "clip")
-    tok.save_pretrained(root / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
-    dino = Dinov2Model(Dinov2Config(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=37))
-    dino.save_pretrained(root / "dino")
-    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "dino")
-    return root
+def checkpoints(scorer_checkpoints):
+    return scorer_checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,9 @@ def add_personalize(subparsers) -> None:
     p = subparsers.add_parser("personalize", help="teach the base model a concept with one method",
                               description="Train concept tokens for --concept with --method on the base model; "
                                           "writes one token file per concept (safetensors) and metrics.json.")
-    p.add_argument("--concept", nargs="+", required=True, metavar="NAME|CARD", help="concept names or card paths")
+    p.add_argument("--concept", nargs="+", required=True, metavar="NAME|CARD|FOLDER",
+                   help="concept names, card paths, or folders of your own photos (UnifyBench's per-concept layout, "
+                        "or photos + negatives/ + card.json: see unikit.photos)")
     p.add_argument("--method", required=True, help="text_prompt, understanding_only, generation_only, separate, unictokens, ...")
     p.add_argument("--profile", choices=PROFILES, default="teach")
     p.add_argument("--seed", type=int, default=0)
@@ -151,6 +153,8 @@ def add_personalize(subparsers) -> None:
     p.add_argument("--dtype", default="float32", help="the model's weights: float32, bfloat16 or float16 "
                                                       "(concept rows and their optimizer state stay float32)")
     p.add_argument("--plan", action="store_true", help="print the memory and time estimate and stop")
+    p.add_argument("--scorer-path", nargs="+", default=[], metavar="KIND=DIR",
+                   help="local scorer checkpoints for photo concepts: clip=DIR (CLIP-I, CLIP-T), dino=DIR (DINO)")
     p.set_defaults(handler=handle_personalize)
 
 
@@ -160,18 +164,24 @@ def handle_personalize(args) -> int:
 
     from .cache import write_json
     from .methods import check_method, personalize
-    from .concepts import load_concept
+    from .concepts import as_concept, load_concept
     from .model import load_model
+    from .photos import is_concept_folder
     from .planner import check, plan
     from .runtime import parse_dtype, pick_device
     from .stages import schedule
     from .tokens import default_group_sizes, save_concept_tokens
 
     check_method(args.method)
-    cards = [load_concept(c) for c in args.concept]  # a bad name fails before the model loads
+    cards = [c if is_concept_folder(c) else load_concept(c) for c in args.concept]  # bad names fail first
     device, dtype = pick_device(args.device), parse_dtype(args.dtype)
     out = Path(args.out or f"personalized/{args.method}-seed{args.seed}")
+    scorers = {}
+    if args.scorer_path:
+        from .scorers import load_scorers
+        scorers = load_scorers(args.scorer_path, device)
     um = load_model(args.base, device=device, dtype=dtype)
+    cards = [as_concept(c, um.image_size) for c in cards]  # photo folders read at the model's size
     estimate = plan(um.model.config, schedule(args.profile), args.method, len(cards), device, dtype,
                     group_sizes=default_group_sizes(um))
     print(estimate)
@@ -192,7 +202,7 @@ def handle_personalize(args) -> int:
         from .judge import load_judge
         sched = schedule(args.profile)
         rows = evaluate_personalized(um, pers, load_judge(progress=False), n_images=sched.eval_images,
-                                     guidance=sched.guidance, seed=1000 + args.seed)
+                                     guidance=sched.guidance, seed=1000 + args.seed, scorers=scorers)
         metrics["rows"] = rows
         for r in rows:
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))

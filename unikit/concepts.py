@@ -97,6 +97,12 @@ class ConceptCard:
         head = f"{self.token} is {world.article(self.pattern)} {self.pattern} {self.colour} {self.shape}."
         return " ".join([head, *self.facts()])
 
+    def in_words(self, text: str, article: str = "the", mark: bool = False) -> str:
+        """``<bo>`` -> ``the plain orange circle`` (with ``mark``: ``... with a blue top``)."""
+        marked = (self.mark, self.mark_colour) if mark else ()
+        return text.replace(self.token, world.object_phrase(self.shape, self.colour, self.pattern, *marked,
+                                                            determiner=article))
+
     def identity(self) -> tuple[str, str, str, str, str]:
         """What makes this concept itself: what the judge's identity check compares."""
         return (self.shape, self.colour, self.pattern, self.mark, self.mark_colour)
@@ -188,6 +194,19 @@ def load_concept(name_or_path, directory=CONCEPTS_DIR) -> ConceptCard:
         raise ConceptError(f"unknown concept {text!r}; available: {', '.join(available_concepts(directory))} "
                            f"(or pass the path of a card .yaml)")
     return read_card(path)
+
+
+def as_concept(concept, image_size: int = world.IMAGE_SIZE):
+    """A card or photo concept from what a user passes: a :class:`ConceptCard` or
+    :class:`unikit.photos.PhotoConcept` as is, a folder path as a photo concept (images at
+    ``image_size``: the model's), anything else as a card's name or path (:func:`load_concept`)."""
+    from . import photos
+
+    if isinstance(concept, (ConceptCard, photos.PhotoConcept)):
+        return concept
+    if photos.is_concept_folder(concept):
+        return photos.load_photo_concept(concept, image_size)
+    return load_concept(concept)
 
 
 def load_concepts(names=None, directory=CONCEPTS_DIR) -> list[ConceptCard]:

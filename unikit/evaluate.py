@@ -27,6 +27,7 @@ import io
 import json
 import os
 import time
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -62,17 +63,22 @@ def generate_batched(um, prompts: list[str], n: int, guidance: float, seed: int)
 @torch.no_grad()
 def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float = 3.0, seed: int = 0,
                           with_images: bool = False,
-                          parts: Sequence[str] = ("understanding", "generation", "editing")) -> list[dict]:
+                          parts: Sequence[str] = ("understanding", "generation", "editing"),
+                          scorers: dict | None = None) -> list[dict]:
     """One row per concept: ``{"method", "concept", <metric>: value}`` (metrics in [0, 1],
-    ``gen_similarity`` in [-1, 1]). With ``with_images`` each row also carries ``"images"``:
+    ``gen_similarity`` in [-1, 1]). World concepts are scored by ``judge``; photo concepts by
+    ``scorers`` (:func:`evaluate_photo_concept`). With ``with_images`` each row also carries ``"images"``:
     ``{prompt: uint8[n, 32, 32, 3]}`` for the lessons' grids (and ``"replay"`` traces, with replay).
     ``parts`` limits the evaluation (understanding alone takes a second or two)."""
-    from .concepts import concept_data
+    from .concepts import ConceptCard, concept_data
 
     rows = []
     for card in pers.cards:
+        if not isinstance(card, ConceptCard):
+            rows.append(evaluate_photo_concept(um, pers, card, scorers or {}, n_images, guidance, seed, parts))
+            continue
         d = concept_data(card)
-        imgs = {s: d.images(s) for s in ("train", "test", "test_random", "test_hard")}
+        imgs = {s: d.images(s, um.image_size) for s in ("train", "test", "test_random", "test_hard")}
         row = {"method": pers.method, "concept": card.name}
         if "understanding" in parts:
             row.update(_understanding_metrics(um, pers, card, d, imgs))
@@ -82,13 +88,14 @@ def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float = 
         if "generation" in parts:
             row.update(_generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed, with_images))
         if "editing" in parts and d.edits:
-            src = world.render_many([e["source"] for e in d.edits])
+            src = world.render_many([e["source"] for e in d.edits], um.image_size)
             out = M.edit_image(um, src, [pers.editing_prompt(card.name, e["instruction"]) for e in d.edits],
                                guidance=guidance, seed=seed)
             reads = judge.read(out)
             row["edit"] = float(np.mean([r == expected_reading(e["target"]) for r, e in zip(reads, d.edits)]))
             if with_images:
-                row["edits"] = {"source": src, "result": out, "target": world.render_many([e["target"] for e in d.edits]),
+                row["edits"] = {"source": src, "result": out,
+                                "target": world.render_many([e["target"] for e in d.edits], um.image_size),
                                 "instruction": [e["instruction"] for e in d.edits]}
         rows.append(row)
     return rows
@@ -350,3 +357,72 @@ def load_results(profile: str = "teach", base=None) -> dict | None:
             data["path"] = str(path)
             return data
     return None
+
+
+# --------------------------------------------------------------------------- photo concepts
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def answer_matches(answer: str, expected: str) -> bool:
+    """A free-text answer is right when it contains every word of the expected one
+    (``"It is brown."`` answers ``"brown"``); yes/no answers are read by :func:`parse_yes_no`."""
+    from .scorers import parse_yes_no
+
+    if expected.lower() in ("yes", "no"):
+        return parse_yes_no(answer) == expected.lower()
+    got = set(_words(answer))
+    return bool(_words(expected)) and all(w in got for w in _words(expected))
+
+
+def evaluate_photo_concept(um, pers, concept, scorers: dict, n_images: int = 4, guidance: float = 3.0,
+                           seed: int = 0, parts: Sequence[str] = ("understanding", "generation")) -> dict:
+    """A photo concept's row, with the bench's metric names where they apply:
+
+    - ``rec_pos``, ``rec_neg``, ``rec`` (and ``rec_hard`` when the folder has hard negatives) on
+      its held-out ``test/`` photos; ``vqa`` and ``text_qa`` when it has such questions; answers
+      read by :func:`answer_matches`;
+    - with ``scorers`` (``{"clip": ImageScorer, "dino": ImageScorer}``, either or both):
+      ``gen_similarity`` (DINO if given, else CLIP-I: the generated images of its plain and
+      context prompts against its training photos), ``clip_i``, ``dino`` and ``clip_t`` (each
+      image against its own prompt, the concept named by its class word). ``row["scorers"]``
+      records which checkpoint made which metric. Editing is not scored (no truth for a photo).
+    """
+    bc = concept.bench
+    row = {"method": pers.method, "concept": concept.name, "source": concept.source}
+    if "understanding" in parts and bc.test_recognition:
+        rec = bc.test_recognition
+        ans = answers(um, [bc.image(r["image"]) for r in rec],
+                      [pers.understanding_prompt(concept.name, r["question"]) for r in rec], 4)
+        right = np.array([answer_matches(a, r["answer"]) for a, r in zip(ans, rec)])
+        pos = np.array([r["answer"] == "yes" for r in rec])
+        hard = np.array([r["image"][0] == "test_hard" for r in rec])
+        if pos.any() and (~pos).any():
+            row["rec_pos"], row["rec_neg"] = float(right[pos].mean()), float(right[~pos].mean())
+            row["rec"] = (row["rec_pos"] + row["rec_neg"]) / 2
+        if hard.any():
+            row["rec_hard"] = float(right[hard].mean())
+    if "understanding" in parts:
+        for key, qs, with_image in (("vqa", bc.vqa, True), ("text_qa", bc.text_qa, False)):
+            if qs:
+                ans = answers(um, [bc.image(q["image"]) if with_image else None for q in qs],
+                              [pers.understanding_prompt(concept.name, q["question"]) for q in qs], 8)
+                row[key] = float(np.mean([answer_matches(a, q["answer"]) for a, q in zip(ans, qs)]))
+    if "generation" in parts and scorers:
+        prompts = [t["prompt"] for t in bc.t2i if t.get("kind", "plain") in ("plain", "context")]
+        gen = generate_batched(um, [pers.generation_request(um, concept.name, p)[0] for p in prompts],
+                               n_images, guidance, seed)
+        made = {}
+        for name, scorer in scorers.items():
+            made[name] = scorer.source
+            sim = scorer.image_similarity(gen, bc.images["train"])
+            row["clip_i" if name == "clip" else name] = sim
+            if name == "clip":
+                captions = [concept.in_words(p, "a") for p in prompts for _ in range(n_images)]
+                row["clip_t"] = scorer.text_similarity(gen, captions)
+        ident = "dino" if "dino" in scorers else "clip"
+        row["gen_similarity"] = row["dino" if ident == "dino" else "clip_i"]
+        row["scorers"] = {"gen_similarity": f"{ident}:{made[ident]}", **{k: v for k, v in made.items()}}
+    return row

@@ -205,11 +205,15 @@ def to_tensor(images) -> torch.Tensor:
     s = world.IMAGE_SIZE
     if x.ndim != 4 or x.shape[-1] != 3:
         raise world.WorldError(f"expected RGB images of shape [B, {s}, {s}, 3] (channels last), got shape {list(x.shape)}")
-    if tuple(x.shape[1:3]) != (s, s):
+    h, w = x.shape[1:3]
+    if h != w or h % s:
         raise world.WorldError(
-            f"images are {x.shape[2]}x{x.shape[1]} but the judge reads {s}x{s}; resize them first, "
-            f"e.g. PIL.Image.fromarray(img).resize(({s}, {s}))")
-    return x.permute(0, 3, 1, 2).float().div(255.0)
+            f"images are {w}x{h} but the judge reads {s}x{s} (or square multiples of it, averaged down); "
+            f"resize them first, e.g. PIL.Image.fromarray(img).resize(({s}, {s}))")
+    x = x.permute(0, 3, 1, 2).float().div(255.0)
+    if h != s:  # a model's larger images (Janus-Pro draws 384 px): block means, exact for upscaled renders
+        x = F.avg_pool2d(x, h // s)
+    return x
 
 
 def similarity(judge: Judge, images_a, images_b) -> float:

@@ -38,9 +38,8 @@ from typing import Sequence
 
 from . import model as M
 from . import stages as S
-from . import world
 from . import tokens as T
-from .concepts import ConceptCard, load_concept
+from .concepts import ConceptCard, as_concept
 
 
 class MethodError(ValueError):
@@ -82,8 +81,8 @@ class Personalized:
         return self.method == "oracle_text"
 
     def _words(self, text: str, card: ConceptCard, article: str) -> str:
-        return " ".join([*(_in_words(f, card, "the", self.names_mark) for f in card.facts()),
-                         _in_words(text, card, article, self.names_mark)])
+        return " ".join([*(card.in_words(f, "the", self.names_mark) for f in card.facts()),
+                         card.in_words(text, article, self.names_mark)])
 
     def understanding_prompt(self, name: str, question: str) -> str:
         """The question as this method asks it (``question`` names the concept by its token)."""
@@ -103,13 +102,6 @@ class Personalized:
         if self.prompting is None:
             return self._words(instruction, card, "a")
         return self.tokens[name].generation_prompt(instruction, groups=self.prompting.editing)
-
-
-def _in_words(text: str, card: ConceptCard, article: str = "the", mark: bool = False) -> str:
-    """``<bo>`` -> ``the plain orange circle`` (with ``mark``: ``... with a blue top``)."""
-    marked = (card.mark, card.mark_colour) if mark else ()
-    return text.replace(card.token, world.object_phrase(card.shape, card.colour, card.pattern, *marked,
-                                                        determiner=article))
 
 
 # --------------------------------------------------------------------------- the methods
@@ -136,7 +128,7 @@ def run_oracle_text(um, cards, pdata, sched, seed, **_) -> Personalized:
 
 
 def run_understanding_only(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
-    cts = _add(um, cards, {"shared": group_sizes(um)["shared"]}, pdata)
+    cts = _add(um, cards, {"shared": T.default_group_sizes(um)["shared"]}, pdata)
     p = S.Prompting(understanding=("shared",), generation=("shared",), editing=("shared",))
     curve = S.train_tokens(um, list(cts.values()), pdata, steps=sched.stage1_steps + sched.stage3_steps,
                            train_groups=("identifier", "shared"), weights={"understanding": 1.0}, prompting=p,
@@ -145,7 +137,7 @@ def run_understanding_only(um, cards, pdata, sched, seed, on_step=None, progress
 
 
 def run_generation_only(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
-    sizes = group_sizes(um)
+    sizes = T.default_group_sizes(um)
     cts = _add(um, cards, {"generation": sizes["generation"]}, pdata)
     p = S.Prompting(understanding=("generation",), generation=("generation",), editing=("generation",))
     curve = S.train_tokens(um, list(cts.values()), pdata, steps=sched.stage2_steps,
@@ -155,7 +147,7 @@ def run_generation_only(um, cards, pdata, sched, seed, on_step=None, progress=Fa
 
 
 def run_separate(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
-    sizes = group_sizes(um)
+    sizes = T.default_group_sizes(um)
     cts = _add(um, cards, {"understanding": sizes["shared"], "generation": sizes["generation"]}, pdata)
     p = S.Prompting(understanding=("understanding",), generation=("generation",), editing=("generation",))
     cl = list(cts.values())
@@ -176,7 +168,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
     ``trajectory`` (a :class:`~unikit.stages.TokenRecorder`: every concept's rows at the start and
     every few steps of each stage) is saved with each stage, so a run loaded from its checkpoint
     still shows the path its tokens took."""
-    sizes = group_sizes(um)
+    sizes = T.default_group_sizes(um)
     names = [c.name for c in cards]
     curves = {}
     trajectory = S.TokenRecorder()  # the tokens' path, saved with each stage's checkpoint
@@ -238,7 +230,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
 def _layout(um, layout: str) -> tuple[dict, S.Prompting]:
     """A joint-training layout's token groups and the groups each task's prompt uses:
     ``coupled``, one set for every task; ``decoupled``, one group per task."""
-    sizes = group_sizes(um)
+    sizes = T.default_group_sizes(um)
     if layout == "coupled":
         return {"shared": sizes["shared"]}, S.Prompting(("shared",), ("shared",), ("shared",))
     tasks = ("understanding", "generation", "editing")
@@ -319,11 +311,6 @@ ABLATIONS = {
 JOINT = {"coupled", "decoupled", "decoupled_replay", *ABLATIONS}  # methods that train on editing triplets
 
 
-def group_sizes(um) -> dict:
-    """Token-group sizes for the model's profile (teach sizes for loaded real checkpoints' gpu runs too)."""
-    return T.GROUP_SIZES.get(um.profile or "", T.GROUP_SIZES["teach"])
-
-
 def check_method(method: str) -> str:
     if method not in METHODS and method not in ABLATIONS:
         raise MethodError(f"unknown method {method!r}; available: {', '.join(METHODS)} "
@@ -342,7 +329,7 @@ def personalize(um: M.UnifiedModel, concepts: Sequence, method: str, profile: st
     lesson trained. ``stop_after``: UniCTokens' last stage to run (1-3).
     """
     check_method(method)
-    cards = [c if isinstance(c, ConceptCard) else load_concept(c) for c in concepts]
+    cards = [as_concept(c, um.image_size) for c in concepts]
     if not cards:
         raise MethodError("no concepts given")
     if len({c.name for c in cards}) != len(cards):
@@ -408,7 +395,7 @@ def measure_interference(um, concepts: Sequence, layout: str, profile: str = "te
 
     if layout not in ("coupled", "decoupled"):
         raise MethodError(f"layout {layout!r}: choose coupled or decoupled")
-    cards = [c if isinstance(c, ConceptCard) else load_concept(c) for c in concepts]
+    cards = [as_concept(c, um.image_size) for c in concepts]
     sched = S.schedule(profile)
     pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits) for c in cards]
     groups, p = _layout(um, layout)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import concepts, world
+from . import concepts, formats, world
 from .cache import atomic_path
 from .vq import adapt_for_flat_images, unit_to_uint8
 
@@ -530,21 +530,6 @@ def _split_images(images, n: int):
     return counts, (batch if any(counts) else None)
 
 
-def _text_ids(um: UnifiedModel, texts: Sequence[str]) -> list[list[int]]:
-    check_vocabulary(um.tokenizer, texts)
-    return um.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-
-
-def _image_block(um: UnifiedModel) -> list[int]:
-    i = um.ids
-    return [i["boi"]] + [i["image"]] * um.num_image_tokens + [i["eoi"]]
-
-
-def _sep_ids(um: UnifiedModel) -> list[int]:
-    sep = um.ids["sep"]
-    return [sep] if sep is not None else um.tokenizer("\n", add_special_tokens=False)["input_ids"]
-
-
 def _left_pad(seqs: list[list[int]], pad: int, labels: list[list[int]] | None = None):
     n = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), n), pad, dtype=torch.long)
@@ -571,14 +556,12 @@ def understanding_inputs(um: UnifiedModel, images, questions, answers=None) -> d
     ``[n_images, 3, S, S]`` or None. ``images`` may be None or contain None (text-only QA)."""
     questions = _as_list(questions, "questions")
     counts, batch = _split_images(images, len(questions))
-    q_ids = _text_ids(um, questions)
-    a_ids = _text_ids(um, _as_list(answers, "answers")) if answers is not None else None
-    if a_ids is not None and len(a_ids) != len(q_ids):
-        raise ValueError(f"got {len(a_ids)} answers for {len(q_ids)} questions")
+    a_ids = formats.answer_ids(um, _as_list(answers, "answers")) if answers is not None else None
+    if a_ids is not None and len(a_ids) != len(questions):
+        raise ValueError(f"got {len(a_ids)} answers for {len(questions)} questions")
     seqs, labels = [], []
-    for r, q in enumerate(q_ids):
-        prompt = [um.ids["bos"]] + _image_block(um) * counts[r] + q + _sep_ids(um)
-        tail = (a_ids[r] + [um.ids["eos"]]) if a_ids is not None else []
+    for r, prompt in enumerate(formats.understanding_prompts(um, questions, counts)):
+        tail = a_ids[r] if a_ids is not None else []
         seqs.append(prompt + tail)
         labels.append([-100] * len(prompt) + tail)
     ids, mask, lab = _left_pad(seqs, um.ids["pad"], labels)
@@ -710,8 +693,7 @@ def generation_inputs(um: UnifiedModel, prompts, images=None) -> dict:
     counts, batch = _split_images(images, len(prompts)) if images is not None else ([0] * len(prompts), None)
     if images is not None and not all(counts):
         raise ValueError("every edit needs a source image")
-    seqs = [[um.ids["bos"]] + _image_block(um) * c + t + [um.ids["boi"]]
-            for c, t in zip(counts, _text_ids(um, prompts))]
+    seqs = formats.generation_prompts(um, prompts, counts)
     ids, mask, _ = _left_pad(seqs, um.ids["pad"])
     _check_length(um, ids.shape[1], um.num_gen_tokens, "the generation prompt")
     return {"input_ids": ids.to(um.device), "attention_mask": mask.to(um.device), "counts": counts,

@@ -137,3 +137,20 @@ def _model_type(p: Path) -> str:
     import json
 
     return json.loads((p / "config.json").read_text()).get("model_type", "?")
+
+
+LOADERS = {"clip": load_clip, "dino": load_dino}
+
+
+def load_scorers(specs, device="cpu") -> dict[str, ImageScorer]:
+    """``["clip=DIR", "dino=DIR"]`` (the CLI's ``--scorer-path``) -> ``{"clip": ..., "dino": ...}``."""
+    out = {}
+    for spec in specs or []:
+        kind, sep, path = str(spec).partition("=")
+        if not sep or kind not in LOADERS or not path:
+            raise ScorerError(f"--scorer-path {spec!r}: write KIND=DIR with KIND one of {', '.join(LOADERS)} "
+                              "(e.g. --scorer-path clip=~/models/clip-vit-large-patch14 dino=~/models/dinov2-base)")
+        if kind in out:
+            raise ScorerError(f"--scorer-path names {kind} twice")
+        out[kind] = LOADERS[kind](path, device)
+    return out

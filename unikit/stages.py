@@ -36,6 +36,7 @@ from . import model as M
 from . import vq as V
 from . import world
 from .concepts import ConceptCard, ConceptData, concept_data
+from .formats import JANUS_PRO_GUIDANCE
 
 TASKS = ("understanding", "generation", "editing")
 OnStep = Callable[[str, int, float, object], None]
@@ -179,7 +180,7 @@ SCHEDULES = {
     "teach": Schedule(100, 150, 80, batch=4, lr=5e-3, n_generated=16, augment_copies=4, eval_images=4,
                       joint_steps=150),
     "gpu": Schedule(400, 600, 300, batch=8, lr=1e-3, n_generated=20, augment_copies=8, eval_images=4,
-                    joint_steps=2000),
+                    joint_steps=2000, guidance=JANUS_PRO_GUIDANCE),
 }
 
 
@@ -200,8 +201,8 @@ class PersonalData:
     written as its token (``"is <bo> in this image?"``).
     """
 
-    card: ConceptCard
-    data: ConceptData
+    card: ConceptCard  # or a unikit.photos.PhotoConcept
+    data: ConceptData | None  # the card's generated data (None for a photo concept: its data is card.bench)
     train_images: np.ndarray
     gen_codes: torch.Tensor  # VQ codes of augmented training images
     positives: list = field(default_factory=list)
@@ -262,7 +263,11 @@ def edit_triplets(card: ConceptCard, n: int, seed: int) -> list[tuple]:
 @torch.no_grad()
 def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, seed: int = 0,
                   n_edits: int = 0) -> PersonalData:
-    """Render a concept's training data and VQ-encode what generation trains on (once)."""
+    """Render a concept's training data and VQ-encode what generation trains on (once); a photo
+    concept's data comes from its folder (:func:`unikit.photos.photo_personal_data`)."""
+    if not isinstance(card, ConceptCard):
+        from .photos import photo_personal_data
+        return photo_personal_data(um, card, schedule, seed, n_edits)
     data = concept_data(card)
     rng = random.Random(f"{card.name}|{seed}")
     train = data.images("train")

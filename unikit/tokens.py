@@ -152,8 +152,11 @@ def base_model_hash(um) -> str:
 
 
 def default_group_sizes(um) -> dict[str, int]:
-    """:data:`GROUP_SIZES` of the model's profile (``teach`` when it has none)."""
-    return dict(GROUP_SIZES.get(um.profile or "", GROUP_SIZES["teach"]))
+    """:data:`GROUP_SIZES` for ``um``: a checkpoint the kit did not build (no model profile, e.g.
+    Janus-Pro) gets the papers' sizes (``gpu``); a kit model its profile's, else ``teach``'s."""
+    if um.profile is None:
+        return dict(GROUP_SIZES["gpu"])
+    return dict(GROUP_SIZES.get(um.profile, GROUP_SIZES["teach"]))
 
 
 # --------------------------------------------------------------------------- the tokens
@@ -369,7 +372,7 @@ def _add_vocabulary(um, names: list[str]) -> list[int]:
         with torch.random.fork_rng(devices=[]):  # resize draws new rows: keep the caller's random state
             model.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
     model.requires_grad_(False)
-    got = tok(" ".join(names), add_special_tokens=False)["input_ids"]
+    got = [i for name in names for i in tok(name, add_special_tokens=False)["input_ids"]]
     if got != ids:
         raise ConceptTokenError(f"the tokenizer splits the new tokens {names} into ids {got}, not {ids}; "
                                 f"concept tokens need a tokenizer that matches added tokens whole")
@@ -435,12 +438,12 @@ def add_concept(um, concept, groups: dict[str, int] | None = None, init: str | d
     """Add a concept's identifier plus ``groups`` (``{"shared": 8}``; None: every group at the
     profile's :data:`GROUP_SIZES`) to ``um``, freeze the model, and return the attached tokens.
 
-    ``concept``: a :class:`~unikit.concepts.ConceptCard` or a name. ``init``: one of :data:`INITS`
+    ``concept``: a :class:`~unikit.concepts.ConceptCard`, a photo concept, a name or a folder. ``init``: one of :data:`INITS`
     for every group, or ``{group: init}``. The identifier always starts from the class word.
     """
-    from .concepts import ConceptCard, load_concept
+    from .concepts import as_concept
 
-    card = concept if isinstance(concept, ConceptCard) else load_concept(concept)
+    card = as_concept(concept, um.image_size)
     groups = default_group_sizes(um) if groups is None else dict(groups)
     _check_groups(groups)
     inits = init if isinstance(init, dict) else {g: init for g in groups}

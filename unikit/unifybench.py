@@ -174,8 +174,10 @@ def _read_json(folder: Path, rel: str):
         raise BenchLayoutError(f"{p}: not valid JSON ({e})") from None
 
 
-def load_concept_folder(folder) -> BenchConcept:
-    """Read one concept folder written by :func:`export_world` (or laid out the same way)."""
+def load_concept_folder(folder, image_size: int | None = None) -> BenchConcept:
+    """Read one concept folder written by :func:`export_world` (or laid out the same way).
+    ``image_size``: every image padded to a square and resized to it (:func:`unikit.photos.read_photo`);
+    None keeps the files' sizes, which must then all be equal."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BenchLayoutError(f"{folder}: no such concept folder")
@@ -195,7 +197,8 @@ def load_concept_folder(folder) -> BenchConcept:
         for t in _read_json(folder, rel):
             conv = t["conversations"]
             img = ref(t["image"][0], split) if t.get("image") else None
-            out.append({"image": img, "question": conv[0]["value"], "answer": conv[1]["value"]})
+            question = conv[0]["value"].replace("<image>", "").strip()  # LLaVA's image marker: the kit places images itself
+            out.append({"image": img, "question": question, "answer": conv[1]["value"]})
         return out
 
     info = _read_json(folder, "info.json")
@@ -221,12 +224,32 @@ def load_concept_folder(folder) -> BenchConcept:
         for e in _read_json(folder, "edit/edits.json"):
             edits.append({"source": ref(e["source"], "edit_source"), "instruction": e["instruction"],
                           "target": ref(e["target"], "edit_target"), "target_attributes": e.get("target_attributes", {})})
-    images = {split: np.stack([np.asarray(Image.open(folder / p).convert("RGB")) for p in ps])
-              for split, ps in paths.items()}
+    images = {split: _read_images(folder, ps, image_size) for split, ps in paths.items()}
     for split in ("train", "test"):
         if split not in images:
             raise BenchLayoutError(f"{folder}: no {split} images referenced")
     return BenchConcept(folder.name, info, images, conversations, recognition, test_recognition, vqa, text_qa, t2i, edits)
+
+
+def _read_images(folder: Path, paths: list[str], image_size: int | None) -> np.ndarray:
+    """The named images as ``uint8[n, S, S, 3]``: resized to ``image_size``, or as stored (then all of one size)."""
+    from .photos import PhotoError, read_photos
+
+    if image_size is not None:
+        return read_photos([folder / p for p in paths], image_size)
+    out, sizes = [], {}
+    for p in paths:
+        try:
+            with Image.open(folder / p) as im:
+                out.append(np.asarray(im.convert("RGB")))
+        except OSError as e:
+            raise PhotoError(f"{folder / p}: not a readable image ({e}); remove it or convert it to PNG/JPEG") from None
+        sizes.setdefault(out[-1].shape[:2], p)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{p}: {w}x{h}" for (h, w), p in sizes.items())
+        raise BenchLayoutError(f"{folder}: images of mixed sizes ({shown}); pass image_size to resize them all "
+                               "(unikit personalize --concept FOLDER uses the model's size)")
+    return np.stack(out)
 
 
 def load_bench(directory, names=None) -> list[BenchConcept]:
