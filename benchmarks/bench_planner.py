@@ -75,7 +75,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--gpu-tflops", type=float, default=100.0)
     ap.add_argument("--gpu-gib", type=float, default=24.0)
+    ap.add_argument("--estimates-only", action="store_true",
+                    help="skip part 1; print part 2 for a 24 GiB GPU at 50 TFLOP/s and an 80 GiB one at 150 TFLOP/s "
+                         "(sustained bf16 matmuls: an L4/A10/4090-class and an A100/H100-class card), one table")
     args = ap.parse_args()
+    if args.estimates_only:
+        return gpu_table()
     env = {**os.environ, "UNIKIT_THREADS": os.environ.get("UNIKIT_THREADS", "2")}
     rows = []
     for method in ("unictokens", "coupled"):
@@ -101,6 +106,26 @@ def main() -> int:
                              available=int(args.gpu_gib * 2**30), throughput=args.gpu_tflops * 1e12)
             p.device = f"a {args.gpu_gib:.0f} GiB GPU at {args.gpu_tflops:.0f} TFLOP/s"
             print(f"\nJanus-Pro-{size}, " + "\n".join(p.lines()))
+    return 0
+
+
+def gpu_table(gpus=((24, 50), (80, 150))) -> int:
+    """Janus-Pro-1B/7B x every training method x two GPUs: peak GiB, s/step, minutes per run (gpu schedule)."""
+    from unikit import planner, stages
+    from unikit.methods import METHODS
+
+    sched = stages.schedule("gpu")
+    print(f"{'model':>14} {'method':>18} " + " ".join(f"{f'{g} GiB: peak GiB, s/step, min':>34}" for g, _ in gpus))
+    for size in JANUS_PRO:
+        for method in [m for m in METHODS if m not in ("text_prompt", "oracle_text")]:
+            cells = []
+            for gib, tflops in gpus:
+                p = planner.plan(janus_pro_config(size), sched, method, 1, "meta", "bfloat16", "sdpa",
+                                 available=int(gib * 2**30), throughput=tflops * 1e12)
+                verdict = "" if p.fits else " (no)"
+                cells.append(f"{p.peak / 2**30:>8.1f}{verdict:>5} {p.seconds_per_step:>8.2f} {p.seconds / 60:>9.1f}")
+            print(f"{'Janus-Pro-' + size:>14} {method:>18} " + " ".join(f"{c:>34}" for c in cells))
+    print("(no): the planner refuses the run on that card; it names a setting that fits")
     return 0
 
 

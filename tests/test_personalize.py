@@ -208,6 +208,30 @@ def test_bench_workers_give_the_same_numbers(base, judge, tmp_path):
     assert two["workers"] == 2
 
 
+def test_accelerate_launch_spreads_concepts_over_two_cpu_processes_with_the_same_numbers(base, judge, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m unikit.cli bench --concepts-per-job 1` on a
+    machine without a GPU (two CPU processes on gloo) merges to exactly the rows one process gives."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    one = E.bench("smoke", ["text_prompt", "unictokens"], CONCEPTS, seeds=1, out=tmp_path / "one.json", base=base,
+                  judge=judge, progress=False, concepts_per_job=1)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "unikit.cli", "bench", "--profile", "smoke", "--methods", "text_prompt",
+           "unictokens", "--concepts", *CONCEPTS, "--seeds", "1", "--base", str(base), "--out",
+           str(tmp_path / "two.json"), "--concepts-per-job", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "UNIKIT_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]  # noqa: E731
+    assert strip(two["rows"]) == strip(one["rows"])
+    assert (two["processes"], two["concepts_per_job"], one["processes"]) == (2, 1, 1)
+    assert not list(tmp_path.glob("two.partial*.json"))  # the per-process partial files are merged away
+
+
 def test_decoupled_layout_tasks_use_only_their_group_and_train_alone(base):
     um = M.load_model(base)
     pers = P.personalize(um, ["bo"], "decoupled", "smoke", seed=0)

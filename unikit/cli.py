@@ -12,6 +12,7 @@ lists them. A unikit error (any ``ValueError`` subclass raised by unikit) prints
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .runtime import PROFILES, set_threads
@@ -222,8 +223,11 @@ def add_bench(subparsers) -> None:
     p.add_argument("--base", metavar="DIR", help="base model directory (default: the shipped data/base_model)")
     p.add_argument("--out", metavar="FILE.json", help="default: <cache>/bench/<profile>.json (the lessons read it)")
     p.add_argument("--fresh", action="store_true", help="ignore finished runs kept from an interrupted bench")
-    p.add_argument("--workers", type=int, default=2, help="parallel 1-thread worker processes (default 2: faster than "
-                                                           "one 2-thread process on 2 cores; 1 = in this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel 1-thread worker processes (default 2: faster than one 2-thread process on 2 cores; "
+                        "1 = in this process; under accelerate launch, 1: each launched process runs its own jobs)")
+    p.add_argument("--concepts-per-job", type=int, default=None, metavar="K",
+                   help="concepts trained together in one job (default: all); 1 spreads concepts over processes")
     p.set_defaults(handler=handle_bench)
 
 
@@ -234,8 +238,12 @@ def handle_bench(args) -> int:
     out = args.out or results_path(args.profile)
     command = "unikit " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unikit") else \
         f"unikit bench --profile {args.profile} --seeds {args.seeds}"
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    workers = args.workers if args.workers is not None else (1 if launched else 2)
     result = bench(args.profile, args.methods, args.concepts, args.seeds, out=out, base=args.base,
-                   resume=not args.fresh, command=command, workers=args.workers)
+                   resume=not args.fresh, command=command, workers=workers, concepts_per_job=args.concepts_per_job)
+    if not result:  # a launched process other than the first: the first prints and writes
+        return 0
     print(table(result["summary"]))
     print(f"wrote {out} and its .csv ({result['seconds'] / 60:.1f} min)")
     return 0

@@ -160,8 +160,8 @@ INFERENCE_VARIANTS = {"decoupled_replay": "decoupled", "coupled_replay": "couple
 
 
 def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], base=None, judge=None,
-              threads: int | None = None, also: Sequence[str] = ()) -> list[dict]:
-    """One (method, seed) of the bench: a fresh base model, personalize every concept, score them.
+              threads: int | None = None, also: Sequence[str] = (), device=None) -> list[dict]:
+    """One (method, seed) of the bench: a fresh base model, personalize ``concepts`` together, score them.
     ``also``: inference variants of ``method`` (:data:`INFERENCE_VARIANTS`) scored on the same tokens."""
     from .judge import load_judge
     from .methods import personalize
@@ -172,7 +172,7 @@ def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], bas
     judge = judge or load_judge(progress=False)
     sched = schedule(profile)
     t = time.time()
-    um = M.load_model(base)
+    um = M.load_model(base, device=device or "cpu")
     pers = personalize(um, concepts, method, profile, seed=seed, progress=False)
     rows = evaluate_personalized(um, pers, judge, n_images=sched.eval_images, guidance=sched.guidance, seed=1000 + seed)
     for variant in also:
@@ -207,6 +207,8 @@ def _resumed_rows(partial: Path, run_id: dict) -> tuple[list[dict], float]:
     if not isinstance(saved, dict) or "rows" not in saved:
         raise BenchError(f"{partial} was written by an older unikit and does not say which base model it "
                          f"scored; delete it (or run with --fresh) to start the bench afresh")
+    if "concepts_per_job" not in saved and isinstance(saved.get("concepts"), list):
+        saved["concepts_per_job"] = len(saved["concepts"])  # written before shards: every concept in one job
     differ = [k for k in run_id if saved.get(k) != run_id[k]]
     if differ:
         raise BenchError(f"{partial} holds an interrupted bench with another {' and '.join(differ)} "
@@ -215,19 +217,39 @@ def _resumed_rows(partial: Path, run_id: dict) -> tuple[list[dict], float]:
     return saved["rows"], float(saved.get("seconds", 0.0))
 
 
+def _launched() -> tuple[int, int, object]:
+    """``(rank, world size, accelerate.PartialState or None)``: under ``accelerate launch`` (or
+    torchrun) with several processes, this process's place; otherwise ``(0, 1, None)``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, None
+    from accelerate import PartialState
+
+    # without a GPU, accelerate only forms a process group when asked for CPU (then gloo)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state
+
+
+def _partial_files(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(out.stem + ".partial*.json"))
+
+
 def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts: Sequence[str] | None = None,
           seeds: int = 3, out=None, base=None, judge=None, resume: bool = True, progress: bool = True,
-          command: str = "", workers: int = 1) -> dict:
+          command: str = "", workers: int = 1, concepts_per_job: int | None = None) -> dict:
     """Run ``methods`` x ``seeds`` over ``concepts`` (names of shipped cards, or paths of card
     files) on a fresh copy of the base model each time.
 
-    All concepts of one (method, seed) train together in one loop. ``workers`` > 1 runs that many
-    (method, seed) jobs at once in separate 1-thread processes (on 2 cores, two 1-thread workers
-    beat one 2-thread process for models this small: ``benchmarks/bench_personalize.py``).
+    A job is one (method, seed) and a shard of ``concepts_per_job`` concepts (default: all of
+    them), which train together in one loop. ``workers`` > 1 runs that many jobs at once in
+    separate 1-thread processes (on 2 cores, two 1-thread workers beat one 2-thread process for
+    models this small: ``benchmarks/bench_personalize.py``). Under ``accelerate launch --multi_gpu
+    --num_processes N`` (N GPUs on NCCL, or N CPU processes on gloo) process r runs jobs r, r+N, ... on its own
+    device; the first merges them. Results depend on the shards, never on how many processes ran them.
 
     Writes ``out`` (``results.json``: ``{"profile", "rows", "summary", ...}``) and ``out`` with
-    suffix ``.csv`` (one row per method, concept and seed). Finished (method, seed) runs are kept
-    in ``<out>.partial.json``; with ``resume`` a re-run skips them.
+    suffix ``.csv`` (one row per method, concept and seed). Finished jobs are kept in
+    ``<out>.partial.json`` (``.partial.rank<r>.json`` per launched process); with ``resume`` a
+    re-run skips them. Returns the result (on a launched process other than the first: ``{}``).
     """
     from .concepts import available_concepts, load_concepts
     from .methods import METHODS, check_method
@@ -243,24 +265,47 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
         raise BenchError(f"seeds={seeds}: need at least 1")
     if workers < 1:
         raise BenchError(f"workers={workers}: need at least 1")
+    if concepts_per_job is not None and concepts_per_job < 1:
+        raise BenchError(f"concepts_per_job={concepts_per_job}: need at least 1 (or None: all together)")
+    rank, world_size, state = _launched()
+    if state is not None and workers > 1:
+        raise BenchError("under accelerate launch each process runs its jobs itself: drop --workers "
+                         "(the launcher's --num_processes sets the parallelism)")
+    if state is not None and state.device.type == "cpu":
+        torch.set_num_threads(1)  # CPU processes side by side: one thread each, as the bench's workers
     out = Path(out) if out else Path("results.json")
     if out.suffix != ".json":
         raise BenchError(f"--out {out}: give a .json path (the CSV is written beside it)")
     from .tokens import base_model_hash
     base_um = M.load_model(base)
     base_hash, base_metrics = base_model_hash(base_um), M.base_metrics(base_um)
-    partial = out.with_suffix(".partial.json")
-    run_id = {"profile": profile, "base_model_hash": base_hash, "concepts": concepts}
-    rows, before = _resumed_rows(partial, run_id) if (resume and partial.is_file()) else ([], 0.0)
-    done = {(r["method"], r["seed"]) for r in rows}
+    partial = out.with_suffix(".partial.json" if state is None else f".partial.rank{rank}.json")
+    k = concepts_per_job or len(concepts)
+    shards = [(concepts[i:i + k], names[i:i + k]) for i in range(0, len(concepts), k)]
+    run_id = {"profile": profile, "base_model_hash": base_hash, "concepts": concepts, "concepts_per_job": k}
+    rows, before = [], 0.0
+    for f in (_partial_files(out) if resume else []):
+        got, secs = _resumed_rows(f, run_id)
+        rows += got
+        before = max(before, secs)
+    rows = list({(r["method"], r["seed"], r["concept"]): r for r in rows}.values())
+    done = {(r["method"], r["seed"], r["concept"]) for r in rows}
+
+    def is_done(m, s, shard_names):
+        return all((m, s, n) in done for n in shard_names)
+
     # one job per training: inference variants ride along with the method they share training with
     jobs = []
     for s in range(seeds):
         for m in methods:
-            if (m, s) in done or (INFERENCE_VARIANTS.get(m) in methods and (INFERENCE_VARIANTS[m], s) not in done):
-                continue
-            also = [v for v, b in INFERENCE_VARIANTS.items() if b == m and v in methods and (v, s) not in done]
-            jobs.append((m, s, also))
+            for shard, shard_names in shards:
+                base_of = INFERENCE_VARIANTS.get(m)
+                if is_done(m, s, shard_names) or (base_of in methods and not is_done(base_of, s, shard_names)):
+                    continue
+                also = [v for v, b in INFERENCE_VARIANTS.items()
+                        if b == m and v in methods and not is_done(v, s, shard_names)]
+                jobs.append((m, s, shard, also))
+    jobs = jobs[rank::world_size]
     t0 = time.time()
 
     def finished(method, seed, new):
@@ -276,17 +321,27 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     if workers == 1:
         from .judge import load_judge
         judge = judge or load_judge(progress=False)
-        for method, seed, also in jobs:
-            finished(method, seed, bench_job(profile, method, seed, concepts, base, judge, also=also))
+        device = state.device if state is not None else None
+        for method, seed, shard, also in jobs:
+            finished(method, seed, bench_job(profile, method, seed, shard, base, judge, also=also, device=device))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(bench_job, profile, m, s, concepts, base, None, 1, also): (m, s)
-                       for m, s, also in jobs}
+            futures = {pool.submit(bench_job, profile, m, s, shard, base, None, 1, also): (m, s)
+                       for m, s, shard, also in jobs}
             for f in as_completed(futures):
                 finished(*futures[f], f.result())
+    if state is not None:
+        write_json(partial, {**run_id, "rows": rows, "seconds": round(before + time.time() - t0, 1)})
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return {}
+        rows = []
+        for f in _partial_files(out):
+            rows += _resumed_rows(f, run_id)[0]
+        rows = list({(r["method"], r["seed"], r["concept"]): r for r in rows}.values())
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for s in range(seeds) for m in methods)}
     rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), names.index(r["concept"])))
     from .stats import summary
@@ -294,12 +349,13 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
               "base_model": str(base or M.DEFAULT_MODEL_DIR.name),
               "base_model_hash": base_hash, "rows": rows, "summary": summary(rows, base_metrics),
               "seconds": round(before + time.time() - t0, 1),  # interrupted runs included, up to their last job
-              "command": command, "workers": workers,
+              "command": command, "workers": workers, "processes": world_size, "concepts_per_job": k,
               "torch_threads": 1 if workers > 1 else torch.get_num_threads()}
     write_json(out, result)
     with atomic_path(out.with_suffix(".csv")) as tmp:
         tmp.write_text(rows_to_csv(rows))
-    partial.unlink(missing_ok=True)
+    for f in _partial_files(out):
+        f.unlink(missing_ok=True)
     return result
 
 
