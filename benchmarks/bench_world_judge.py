@@ -40,7 +40,7 @@ def main() -> None:
     judge, metrics = J.train_judge(seed=args.seed, steps=args.steps, progress=False)
     print(f"judge: trained in {metrics['train_seconds']:.1f} s on {args.threads} threads "
           f"({judge.config['steps'] if args.steps is None else args.steps} steps)")
-    print(J._format_metrics(metrics))
+    print(J.format_metrics(metrics))
     worst = min(metrics["clean"], key=metrics["clean"].get)
     print(f"worst clean attribute: {worst} {metrics['clean'][worst]:.4f}; "
           f"identity over {metrics['n_identity']} concept images: {metrics['identity_clean']:.4f}")

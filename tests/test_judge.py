@@ -82,7 +82,7 @@ def test_a_stale_judge_says_how_to_retrain(tmp_path, monkeypatch):
     meta = json.loads((tmp_path / "judge" / J.META_FILE).read_text())
     meta["config_hash"] = "000000000000"
     (tmp_path / "judge" / J.META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(J.JudgeError, match=r"unikit judge train.*python -m unikit.judge"):
+    with pytest.raises(J.JudgeError, match=r"retrain it with `unikit judge train`"):
         J.load_judge(tmp_path / "judge")
     # the real shipped files against a changed config (e.g. a new world attribute or width)
     monkeypatch.setitem(J.JUDGE_CONFIG, "hidden", 64)
@@ -105,3 +105,11 @@ def test_degrade_is_deterministic_and_keeps_the_format():
     a, b = J.degrade(imgs, seed=1), J.degrade(imgs, seed=1)
     assert a.shape == imgs.shape and a.dtype == np.uint8 and np.array_equal(a, b)
     assert not np.array_equal(a, imgs)
+
+
+def test_unikit_judge_eval_prints_the_accuracy_table(capsys):
+    from unikit.cli import main
+
+    assert main(["judge", "eval"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["attribute", "clean", "degraded"] and "identity" in out

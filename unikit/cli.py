@@ -95,6 +95,42 @@ def handle_world_export(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- judge
+
+
+def add_judge(subparsers) -> None:
+    p = subparsers.add_parser("judge", help="train or evaluate the world's exact judge",
+                              description="The judge reads every attribute of a render; it is shipped in data/judge/.")
+    sub = p.add_subparsers(dest="judge_command", required=True)
+    t = sub.add_parser("train", help="retrain the judge and write judge.safetensors + judge.json")
+    t.add_argument("--out", default=None, help="output directory (default: the shipped data/judge)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(handler=handle_judge_train)
+    e = sub.add_parser("eval", help="evaluate a saved judge on fresh held-out renders (clean and degraded)")
+    e.add_argument("--path", default=None, help="judge directory (default: the shipped one)")
+    e.add_argument("--seed", type=int, default=1)
+    e.set_defaults(handler=handle_judge_eval)
+
+
+def handle_judge_train(args) -> int:
+    from . import judge as J
+
+    model, metrics = J.train_judge(seed=args.seed)
+    out = J.save_judge(model, args.out or J.DEFAULT_DIR, metrics, seed=args.seed,
+                       command="unikit " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unikit") else
+                       f"unikit judge train --seed {args.seed}")
+    print(J.format_metrics(metrics))
+    print(f"trained in {metrics['train_seconds']} s; wrote {out / J.WEIGHTS_FILE} and {out / J.META_FILE}")
+    return 0
+
+
+def handle_judge_eval(args) -> int:
+    from . import judge as J
+
+    print(J.format_metrics(J.evaluate_judge(J.load_judge(args.path), seed=args.seed)))
+    return 0
+
+
 # --------------------------------------------------------------------------- pretrain
 
 
@@ -258,6 +294,7 @@ SUBCOMMANDS = [
     add_run,
     add_book,
     add_world,
+    add_judge,
     add_pretrain,
     add_personalize,
     add_bench,

@@ -23,19 +23,17 @@ Usage::
     judge.identify(images, cards)             # ["bo", None, ...]
     similarity(judge, gen_images, ref_images) # CLIP-I / DINO stand-in
 
-Retrain (and rewrite the shipped files) with ``python -m unikit.judge train``.
+Retrain (and rewrite the shipped files) with ``unikit judge train``.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -537,7 +535,7 @@ def save_judge(judge: Judge, out_dir, metrics: dict | None = None, seed: int | N
 def _load_dir(directory: Path, config: dict) -> Judge:
     from safetensors.torch import load_file
 
-    retrain = "retrain it with `unikit judge train` or `python -m unikit.judge train`"
+    retrain = "retrain it with `unikit judge train`"
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     if not meta_path.is_file() or not weights_path.is_file():
         raise JudgeError(f"{directory}: no judge here (needs {META_FILE} and {WEIGHTS_FILE}); {retrain}")
@@ -579,42 +577,14 @@ def load_judge(path=None, progress: bool = True) -> Judge:
     return _load_dir(cached, JUDGE_CONFIG)
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- reporting
 
 
-def _format_metrics(m: dict) -> str:
+def format_metrics(m: dict) -> str:
+    """:func:`evaluate_judge`'s accuracies as a table: per attribute, clean and degraded renders."""
     lines = [f"{'attribute':<12} {'clean':>7} {'degraded':>9}"]
     for k in ATTRIBUTES:
         lines.append(f"{k:<12} {m['clean'][k]:>7.4f} {m['degraded'][k]:>9.4f}")
     lines.append(f"{'all':<12} {m['clean_all']:>7.4f} {m['degraded_all']:>9.4f}")
     lines.append(f"{'identity':<12} {m['identity_clean']:>7.4f} {m['identity_degraded']:>9.4f}")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unikit.judge", description="Train or evaluate the exact judge.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="retrain the judge and write judge.safetensors + judge.json")
-    t.add_argument("--out", default=str(DEFAULT_DIR), help="output directory (default: the shipped data/judge)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
-    e = sub.add_parser("eval", help="evaluate a saved judge on fresh held-out renders")
-    e.add_argument("--path", default=None, help="judge directory (default: the shipped one)")
-    e.add_argument("--seed", type=int, default=1)
-    e.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.cmd == "train":
-        judge, metrics = train_judge(seed=args.seed)
-        command = "python -m unikit.judge " + " ".join(argv if argv is not None else sys.argv[1:])
-        out = save_judge(judge, args.out, metrics, seed=args.seed, command=command.strip())
-        print(_format_metrics(metrics))
-        print(f"trained in {metrics['train_seconds']} s; wrote {out / WEIGHTS_FILE} and {out / META_FILE}")
-    else:
-        judge = load_judge(args.path)
-        print(_format_metrics(evaluate_judge(judge, seed=args.seed)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
