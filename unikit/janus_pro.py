@@ -98,7 +98,7 @@ def build_tiny_janus_pro(path, seed: int = 0, width: int = 32, layers: int = 2) 
     import torch
     from transformers import JanusForConditionalGeneration
 
-    from .model import _quiet
+    from .model import quiet_transformers
     from .cache import atomic_path
 
     tok = build_tokenizer()
@@ -109,7 +109,7 @@ def build_tiny_janus_pro(path, seed: int = 0, width: int = 32, layers: int = 2) 
     gc = model.generation_config
     gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     path = Path(path)
-    with atomic_path(path) as tmp, _quiet():
+    with atomic_path(path) as tmp, quiet_transformers():
         model.save_pretrained(tmp)
         build_processor(tok).save_pretrained(tmp)
     return path

@@ -440,8 +440,7 @@ def train_judge(seed: int = 0, steps: int | None = None, progress: bool = True, 
         if n_deg:
             x[:n_deg] = _degrade_tensor(x[:n_deg], gen)
         logits = judge(x.contiguous(memory_format=torch.channels_last))
-        loss = sum(cfg.get("loss_weights", {}).get(k, 1.0) * F.cross_entropy(logits[k], targets[k][idx], ignore_index=-100)
-                   for k in ATTRIBUTES)
+        loss = sum(F.cross_entropy(logits[k], targets[k][idx], ignore_index=-100) for k in ATTRIBUTES)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -340,7 +340,7 @@ def _set_generation_ids(model, tok) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_transformers():
     """No transformers progress bars (loading/saving a tiny model is instant)."""
     from transformers.utils import logging as hf_logging
 
@@ -364,7 +364,7 @@ def save_model(model, processor=None, path=None) -> Path:
     if processor is None or path is None:
         raise ModelError("save_model needs a model, its processor and a path")
     path = Path(path)
-    with atomic_path(path) as tmp, _quiet():
+    with atomic_path(path) as tmp, quiet_transformers():
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (Path(tmp) / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -426,7 +426,7 @@ def load_model(path_or_name=None, attn_implementation: str = "eager", dtype=torc
 
     path = _resolve(path_or_name)
     _check_checkpoint(path)
-    with _quiet():
+    with quiet_transformers():
         model = JanusForConditionalGeneration.from_pretrained(path, attn_implementation=attn_implementation,
                                                               dtype=dtype, local_files_only=True)
     model.to(device).eval()

@@ -11,7 +11,8 @@ up to three tasks in each step, each with its own prompt format and weight::
 Several concepts train in one loop: their tokens are disjoint rows, so a step's batch holds
 examples of every concept and each concept's gradient comes from its own examples only.
 
-UniCTokens' stages (METHODS.md), each a function with its own loss curve and checkpoint:
+UniCTokens' three stages (the UniCTokens paper, ``unictokens`` in book/references.bib), each a function
+with its own loss curve and checkpoint:
 
 1. :func:`train_stage_1_understanding` -- ``<c>`` + shared tokens on understanding data;
 2. :func:`train_stage_2_generation` -- adds generation tokens; 0.8 * generation + 0.2 * understanding;
