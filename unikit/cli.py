@@ -140,8 +140,8 @@ def add_pretrain(subparsers) -> None:
                                           "metrics.json, history.json and MODEL_CARD.md to --out.")
     p.add_argument("--profile", default="teach",
                    help="smoke (seconds), teach (lesson 01's demonstration, minutes), ship (the shipped model, hours) or "
-                        "ship2 (ship with the encoder frozen in phase 3: the shipped model) or ship3 (ship2 with a "
-                        "language model twice as deep)")
+                        "ship2 (ship with the encoder frozen in phase 3: the shipped model), ship3 (ship2 with a "
+                        "language model twice as deep) or ship4 (ship2 with twice the model steps)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the cache)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
