@@ -80,6 +80,24 @@ def test_a_photo_that_is_not_square_is_padded_with_its_border_colour_not_stretch
     assert (out[12:20, 12:20] == (255, 0, 0)).all()  # the square stays square
 
 
+def test_a_unictokens_training_folder_reads_with_its_info_json(folder, tmp_path):
+    """UniCTokens' own layout: photos, info.json (class, info), negative/ (same class), masks skipped."""
+    import shutil
+
+    root = tmp_path / "pip"
+    root.mkdir()
+    for p in sorted(folder.glob("photo_*")):
+        shutil.copy(p, root / p.name)
+    Image.new("L", (32, 32)).save(root / "photo_0_mask.png")
+    shutil.copytree(folder / "negatives", root / "negative")
+    (root / "info.json").write_text(json.dumps({"class": "circle", "info": "<pip> is a plain orange circle.",
+                                                "conversation_type": "object"}))
+    pc = photos.load_photo_concept(root, 32)
+    assert (pc.name, pc.shape, pc.info) == ("pip", "circle", "<pip> is a plain orange circle.")
+    assert len(pc.bench.images["train"]) == 4 and len(pc.bench.images["random"]) == 4  # the mask is not a photo
+    assert pc.bench.conversations[0]["answer"] == "<pip> is a plain orange circle."
+
+
 def test_a_unifybench_folder_round_trips_to_the_cards_own_data(tmp_path):
     """World export -> read back as a photo concept: the same images and questions the card gives."""
     card = C.load_concept("bo")

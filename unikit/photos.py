@@ -1,6 +1,6 @@
 """A concept from a folder of one's own photos, trained and evaluated like a world card.
 
-Two layouts are read:
+Three layouts are read:
 
 - **UnifyBench's per-concept folder** (``info.json``, ``conversations.json``,
   ``positive_recognitions.json``, ``random_recognitions.json``, ``test/``...; see
@@ -12,6 +12,10 @@ Two layouts are read:
       {"name": "bo", "class": "dog", "facts": ["<bo> likes tea."],
        "questions": [{"question": "what does <bo> like?", "answer": "tea"}],
        "prompts": ["<bo> on a beach"]}
+
+- **UniCTokens' training folder** (``concept/train/<name>/`` in its code): the photos,
+  ``info.json`` (``class``, ``info``: "<bo> is ...") and ``negative/`` (same-class photos); mask
+  files (``*mask*``) are skipped.
 
 Either becomes a :class:`PhotoConcept`, which :func:`unikit.methods.personalize` takes where it
 takes a card: :func:`photo_personal_data` builds the same :class:`unikit.stages.PersonalData`
@@ -65,10 +69,11 @@ def read_photo(path: Path, size: int) -> np.ndarray:
 
 
 def photo_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder`` (sorted by name)."""
+    """The image files directly in ``folder`` (sorted by name), segmentation masks (``*mask*``) left out."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and "mask" not in p.name.lower())
 
 
 def read_photos(paths: list[Path], size: int) -> np.ndarray:
@@ -146,19 +151,35 @@ def _check_card(data, path: Path) -> dict:
     return data
 
 
-def _plain_concept(folder: Path, size: int) -> PhotoConcept:
-    """A plain folder (photos + ``negatives/`` + ``card.json``) as a :class:`PhotoConcept`."""
-    card_path = folder / CARD_FILE
+def _read_json(path: Path):
     try:
-        card = _check_card(json.loads(card_path.read_text()), card_path)
+        return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise PhotoError(f"{card_path}: not valid JSON ({e})") from None
+        raise PhotoError(f"{path}: not valid JSON ({e})") from None
+
+
+def _training_folder_card(folder: Path) -> dict:
+    """UniCTokens' training folder (``concept/train/<name>/``: photos, ``info.json`` with
+    ``class`` and ``info``, same-class photos in ``negative/``) read as a card."""
+    info = _read_json(folder / "info.json")
+    if not isinstance(info, dict) or not isinstance(info.get("class"), str):
+        raise PhotoError(f"{folder / 'info.json'}: needs a 'class' (the concept's class word, e.g. \"dog\")")
+    facts = info.get("extra_info", [])
+    return _check_card({"name": folder.name, "class": info["class"], "description": info.get("info", ""),
+                        "facts": [facts] if isinstance(facts, str) else list(facts)}, folder / "info.json")
+
+
+def _plain_concept(folder: Path, size: int) -> PhotoConcept:
+    """A folder of photos + ``negatives/`` (or ``negative/``) + ``card.json`` (or UniCTokens'
+    ``info.json``) as a :class:`PhotoConcept`."""
+    card_path = folder / CARD_FILE
+    card = _check_card(_read_json(card_path), card_path) if card_path.is_file() else _training_folder_card(folder)
     t = f"<{card['name']}>"
     train = photo_files(folder)
     if len(train) < MIN_PHOTOS:
         raise PhotoError(f"{folder}: {len(train)} photo(s) of the concept ({', '.join(IMAGE_SUFFIXES)}); "
                          f"personalization needs at least {MIN_PHOTOS}: add photos beside {CARD_FILE}")
-    negatives = photo_files(folder / "negatives")
+    negatives = photo_files(folder / "negatives") or photo_files(folder / "negative")
     if not negatives:
         raise PhotoError(f"{folder}: no negatives/ photos; recognition needs photos of other things to say 'no' "
                          f"to: add a negatives/ folder (UnifyBench gives each concept 100)")
@@ -200,9 +221,9 @@ def load_photo_concept(folder, image_size: int) -> PhotoConcept:
     if not folder.is_dir():
         raise PhotoError(f"{folder}: no such folder; pass a folder of photos (with {CARD_FILE}) or a UnifyBench "
                          "concept folder")
-    if (folder / "info.json").is_file():
+    if (folder / "info.json").is_file() and (folder / "positive_recognitions.json").is_file():
         return _unifybench_concept(folder, image_size)
-    if (folder / CARD_FILE).is_file():
+    if (folder / CARD_FILE).is_file() or (folder / "info.json").is_file():
         return _plain_concept(folder, image_size)
     n = len(photo_files(folder))
     raise PhotoError(f"{folder}: in no known layout ({n} photo(s), no {CARD_FILE}, no info.json); add {CARD_FILE} "
