@@ -140,6 +140,7 @@ def test_smoke_run_records_its_tokenizer_gate(smoke_run):
     _, um, metrics, history = smoke_run
     gate = history["vq_gate"]
     assert 0.0 <= gate["vq_recon_judge"] <= 1.0 and 0 < gate["vq_codes_used"] <= um.codebook_size
+    assert 0.0 <= gate["vq_original_judge"] <= 1.0
     assert 0 < metrics["vq_codes_used"] <= um.codebook_size
 
 
