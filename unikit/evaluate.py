@@ -26,8 +26,8 @@ import csv
 import io
 import json
 import os
-import time
 import re
+import time
 from pathlib import Path
 from typing import Sequence
 
