@@ -96,6 +96,7 @@ def test_a_unictokens_training_folder_reads_with_its_info_json(folder, tmp_path)
     assert (pc.name, pc.shape, pc.info) == ("pip", "circle", "<pip> is a plain orange circle.")
     assert len(pc.bench.images["train"]) == 4 and len(pc.bench.images["random"]) == 4  # the mask is not a photo
     assert pc.bench.conversations[0]["answer"] == "<pip> is a plain orange circle."
+    assert pc.in_words("a photo of <pip>", "a") == "a photo of a plain orange circle"  # the text_prompt baseline
 
 
 def test_a_unifybench_folder_round_trips_to_the_cards_own_data(tmp_path):

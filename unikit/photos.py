@@ -117,8 +117,15 @@ class PhotoConcept:
         return " ".join([self.info, *self.facts_text]) if self.info else " ".join(self.facts_text)
 
     def in_words(self, text: str, article: str = "the", mark: bool = False) -> str:
-        """``<bo>`` -> ``the dog`` (a photo concept has no nameable mark; ``mark`` is ignored)."""
-        return text.replace(self.token, f"{article} {self.shape}")
+        """``<bo>`` -> the card's own words for it: ``"the small brown dog"`` from an ``info`` of
+        ``"<bo> is a small brown dog."``, else ``"the dog"`` (``mark`` is ignored: a photo
+        concept has no nameable mark)."""
+        phrase = self.shape
+        lead = f"{self.token} is "
+        if self.info.startswith(lead) and self.info.count(".") <= 1:
+            words = self.info[len(lead):].rstrip(" .").split()
+            phrase = " ".join(words[1:] if words and words[0] in ("a", "an", "the") else words) or self.shape
+        return text.replace(self.token, f"{article} {phrase}")
 
     def identity(self) -> tuple[str, ...]:
         """A digest of the photos and words (what caches of trained tokens are keyed by)."""
