@@ -480,5 +480,5 @@ def evaluate_photo_concept(um, pers, concept, scorers: dict, n_images: int = 4, 
                 row["clip_t"] = scorer.text_similarity(gen, captions)
         ident = "dino" if "dino" in scorers else "clip"
         row["gen_similarity"] = row["dino" if ident == "dino" else "clip_i"]
-        row["scorers"] = {"gen_similarity": f"{ident}:{made[ident]}", **{k: v for k, v in made.items()}}
+        row["scorers"] = {"gen_similarity": f"{ident}:{made[ident]}", **made}
     return row

@@ -256,7 +256,7 @@ def photo_personal_data(um, concept: PhotoConcept, schedule, seed: int = 0, n_ed
 
     from . import model as M
     from . import vq as V
-    from .stages import PersonalData, augment
+    from .stages import PersonalData, generation_codes, recognition_pools
 
     bc = concept.bench
     texts = [concept.in_words(x) for x in [concept.description(), *(c["question"] + " " + c["answer"]
@@ -264,14 +264,9 @@ def photo_personal_data(um, concept: PhotoConcept, schedule, seed: int = 0, n_ed
     M.check_vocabulary(um.tokenizer, [concept.shape, *texts])
     rng = random.Random(f"{concept.name}|{seed}")
     train = bc.images["train"]
-    variants = [train] + [augment(train, rng) for _ in range(max(0, schedule.augment_copies - 1))]
     with torch.no_grad():
-        codes = V.vq_encode(um, np.concatenate(variants))
-    pos, neg, hard = [], [], []
-    for r in bc.recognition:
-        split, i = r["image"]
-        ex = (bc.images[split][i], r["question"], r["answer"])
-        (pos if r["answer"] == "yes" else hard if split == "hard" else neg).append(ex)
+        codes = generation_codes(um, train, schedule, rng)
+    pos, neg, hard = recognition_pools(bc.recognition, bc.image)
     text = [(None, c["question"], c["answer"]) for c in bc.conversations]
     edits = []
     if n_edits:

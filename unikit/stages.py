@@ -262,6 +262,23 @@ def edit_triplets(card: ConceptCard, n: int, seed: int) -> list[tuple]:
 
 
 @torch.no_grad()
+def generation_codes(um: M.UnifiedModel, train: np.ndarray, schedule: Schedule, rng: random.Random) -> torch.Tensor:
+    """VQ codes ``[n * augment_copies, g, g]`` of the training images and their augmented copies."""
+    variants = [train] + [augment(train, rng) for _ in range(max(0, schedule.augment_copies - 1))]
+    return V.vq_encode(um, np.concatenate(variants))
+
+
+def recognition_pools(recognition: list[dict], image) -> tuple[list, list, list]:
+    """``(positives, random negatives, hard negatives)`` of ``(image, question, answer)`` from
+    recognition items ``{"image": (split, i), ...}``; ``image((split, i))`` gives the pixels."""
+    pos, neg, hard = [], [], []
+    for r in recognition:
+        ex = (image(r["image"]), r["question"], r["answer"])
+        (pos if r["answer"] == "yes" else hard if r["image"][0] == "hard" else neg).append(ex)
+    return pos, neg, hard
+
+
+@torch.no_grad()
 def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, seed: int = 0,
                   n_edits: int = 0) -> PersonalData:
     """Render a concept's training data and VQ-encode what generation trains on (once); a photo
@@ -272,14 +289,9 @@ def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, see
     data = concept_data(card)
     rng = random.Random(f"{card.name}|{seed}")
     train = data.images("train")
-    variants = [train] + [augment(train, rng) for _ in range(max(0, schedule.augment_copies - 1))]
-    codes = V.vq_encode(um, np.concatenate(variants))
+    codes = generation_codes(um, train, schedule, rng)
     images = {split: data.images(split) for split in ("train", "random", "hard")}
-    pos, neg, hard = [], [], []
-    for r in data.recognition:
-        split, i = r["image"]
-        ex = (images[split][i], r["question"], r["answer"])
-        (pos if r["answer"] == "yes" else hard if split == "hard" else neg).append(ex)
+    pos, neg, hard = recognition_pools(data.recognition, lambda ref: images[ref[0]][ref[1]])
     text = [(None, c["question"], c["answer"]) for c in data.conversations]
     for i, sc in enumerate(data.train_scenes):  # questions about the training images themselves
         for q, a in world.vqa_pairs(sc, subject=card.token):
