@@ -290,6 +290,9 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
         before = max(before, secs)
     rows = list({(r["method"], r["seed"], r["concept"]): r for r in rows}.values())
     done = {(r["method"], r["seed"], r["concept"]) for r in rows}
+    if state is not None:
+        # every process reads the partial files before any writes one, so all derive the same job list
+        state.wait_for_everyone()
 
     def is_done(m, s, shard_names):
         return all((m, s, n) in done for n in shard_names)
