@@ -56,7 +56,7 @@ JUDGE_CONFIG: dict = {
     "channels": [16, 32, 96],  # conv widths at 32px, 16px and 8px (then 4px)
     "hidden": 128,  # width of the feature vector (Judge.features)
     "pool_scenes": 40000,  # pre-rendered training renders
-    "steps": 2000,
+    "steps": 6000,  # at 2000 it read 0.950 of the tokenizer metric's renders, at 6000 0.975 (docs/notes/2026-12-03-judge-ceiling.md)
     "batch": 64,
     "lr": 6e-3,
     "weight_decay": 1e-4,
