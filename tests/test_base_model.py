@@ -49,6 +49,13 @@ def test_shipped_model_still_meets_its_recorded_quality(shipped):
     assert not failed, "the shipped model got worse than chance explains: " + "; ".join(failed)
 
 
+def test_shipped_metrics_were_measured_by_the_shipped_judge(shipped):
+    _, metrics = shipped
+    assert metrics.get("judge_hash") == J.judge_hash(), (
+        "data/base_model's judged metrics were measured by another judge than data/judge's; re-measure them with "
+        "`unikit pretrain --rescore --out data/base_model`")
+
+
 def test_quality_check_fails_a_model_that_does_not_have_the_recorded_quality():
     torch.set_num_threads(1)
     untrained = M.build_model("smoke", seed=0)

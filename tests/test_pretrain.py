@@ -52,6 +52,32 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     assert "unikit pretrain --profile smoke" in (out / "MODEL_CARD.md").read_text()
 
 
+def test_rescore_remeasures_a_finished_model_with_another_judge(smoke_run, tmp_path):
+    """After the judge is retrained, `unikit pretrain --rescore` re-measures the model's judged
+    metrics with it (same examples as the run) and keeps what the run measured of itself."""
+    import shutil
+
+    from unikit import judge as J
+
+    out, um, metrics, _ = smoke_run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["judge_hash"] == J.judge_hash(J.load_judge(progress=False).config)
+    copy = tmp_path / "model"
+    shutil.copytree(out, copy)
+    cfg = dict(J.JUDGE_CONFIG, hidden=64)
+    other, _ = J.train_judge(seed=3, steps=2, progress=False, config=cfg, evaluate=False)
+    other.eval()
+    new = P.rescore(copy, judge=other)
+    assert new["judge_hash"] == J.judge_hash(other.config) != saved["judge_hash"]
+    assert json.loads((copy / "metrics.json").read_text()) == new
+    assert new["seconds"] == saved["seconds"] and new["command"] == saved["command"]
+    assert new["caption"] == saved["caption"]  # text answers are not judged
+    assert any(new[k] != saved[k] for k in ("vq_recon_judge", "t2i_seen", "edit", "vq_original_judge"))
+    assert saved["command"] in (copy / "MODEL_CARD.md").read_text()
+    with pytest.raises(P.PretrainError, match="no metrics.json"):
+        P.rescore(tmp_path / "nothing")
+
+
 def test_tokenizer_stays_frozen_while_the_rest_trains():
     um = M.build_model("smoke")
     corpus = P.build_corpus(um, 32, seed=0)
@@ -264,8 +290,8 @@ def test_the_same_seed_pretrains_the_same_model(smoke_run, tmp_path):
     out, _, metrics, history = smoke_run
     again, metrics2, history2 = P.pretrain("smoke", out=tmp_path / "again", progress=False)
     assert history2["vq"] == history["vq"] and history2["lm"] == history["lm"]
-    assert {k: v for k, v in metrics2.items() if "seconds" not in k} == \
-        {k: v for k, v in metrics.items() if "seconds" not in k}
+    assert {k: v for k, v in metrics2.items() if "seconds" not in k and k != "command"} == \
+        {k: v for k, v in metrics.items() if "seconds" not in k and k != "command"}  # (--out differs)
     first = M.load_model(out).model.state_dict()
     second = again.model.state_dict()
     assert first.keys() == second.keys()

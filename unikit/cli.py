@@ -140,8 +140,8 @@ def add_pretrain(subparsers) -> None:
                                           "metrics.json, history.json and MODEL_CARD.md to --out.")
     p.add_argument("--profile", default="teach",
                    help="smoke (seconds), teach (lesson 01's demonstration, minutes), ship (the shipped model, hours) or "
-                        "ship2 (ship with the encoder frozen in phase 3: the shipped model), ship3 (ship2 with a "
-                        "language model twice as deep) or ship4 (ship2 with twice the model steps)")
+                        "ship2 (ship with the encoder frozen in phase 3), ship3 (ship2 with a language model twice "
+                        "as deep) or ship4 (ship2 with twice the model steps: the shipped model)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the cache)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
@@ -149,6 +149,9 @@ def add_pretrain(subparsers) -> None:
                    help="data-parallel one-thread workers (default: 2 on a machine with 2 cores or more)")
     p.add_argument("--finish", action="store_true",
                    help="score and write an interrupted run's last checkpoint as it is (no more training)")
+    p.add_argument("--rescore", action="store_true",
+                   help="no training: re-measure the finished model in --out with the current judge (after the "
+                        "judge was retrained) and rewrite its metrics.json and MODEL_CARD.md")
     p.add_argument("--phases-from", nargs="+", metavar="DIR", default=(),
                    help="reuse finished phases (tokenizer, vision, align) from these directories when their "
                         "settings match (benchmarks/probe_base.py writes them)")
@@ -157,11 +160,17 @@ def add_pretrain(subparsers) -> None:
 
 def handle_pretrain(args) -> int:
     from .distributed import default_workers
-    from .pretrain import TARGETS, pretrain
+    from .pretrain import TARGETS, pretrain, rescore
 
-    workers = args.workers if args.workers is not None else default_workers()
-    _, metrics, _ = pretrain(args.profile, out=args.out, resume=args.resume, seed=args.seed, workers=workers,
-                             phases_from=args.phases_from, finish=args.finish)
+    if args.rescore:
+        if not args.out:
+            raise SystemExit("--rescore needs --out DIR: the finished model to re-measure")
+        metrics = rescore(args.out)
+        print(f"re-measured {args.out} with the current judge; metrics.json and MODEL_CARD.md rewritten")
+    else:
+        workers = args.workers if args.workers is not None else default_workers()
+        _, metrics, _ = pretrain(args.profile, out=args.out, resume=args.resume, seed=args.seed, workers=workers,
+                                 phases_from=args.phases_from, finish=args.finish)
     for k, v in metrics.items():
         if isinstance(v, float):
             target = f"  (target >= {TARGETS[k]})" if k in TARGETS else ""

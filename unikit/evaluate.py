@@ -53,7 +53,7 @@ def answers(um, images: list, prompts: list[str], max_new_tokens: int = 4) -> li
     return out
 
 
-def generate_batched(um, prompts: list[str], n: int, guidance: float, seed: int) -> np.ndarray:
+def generate_batched(um, prompts: list[str], n: int, guidance: float | None, seed: int) -> np.ndarray:
     per = max(1, CHUNK // max(1, n))
     parts = [M.generate_images(um, prompts[i:i + per], n=n, guidance=guidance, seed=seed + i)
              for i in range(0, len(prompts), per)]
@@ -61,7 +61,7 @@ def generate_batched(um, prompts: list[str], n: int, guidance: float, seed: int)
 
 
 @torch.no_grad()
-def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float = 3.0, seed: int = 0,
+def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float | None = None, seed: int = 0,
                           with_images: bool = False,
                           parts: Sequence[str] = ("understanding", "generation", "editing"),
                           scorers: dict | None = None) -> list[dict]:
@@ -436,7 +436,7 @@ def answer_matches(answer: str, expected: str) -> bool:
     return bool(_words(expected)) and all(w in got for w in _words(expected))
 
 
-def evaluate_photo_concept(um, pers, concept, scorers: dict, n_images: int = 4, guidance: float = 3.0,
+def evaluate_photo_concept(um, pers, concept, scorers: dict, n_images: int = 4, guidance: float | None = None,
                            seed: int = 0, parts: Sequence[str] = ("understanding", "generation")) -> dict:
     """A photo concept's row, with the bench's metric names where they apply:
 

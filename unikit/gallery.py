@@ -29,7 +29,7 @@ def recognition_failures(um, pers, card) -> list[dict]:
     return sorted(wrong, key=lambda w: w["split"] != "test_hard")
 
 
-def generation_failures(um, pers, card, judge, n_images: int = 2, guidance: float = 3.0, seed: int = 0) -> list[dict]:
+def generation_failures(um, pers, card, judge, n_images: int = 2, guidance: float | None = None, seed: int = 0) -> list[dict]:
     """The generations the judge reads wrong: for plain and context prompts the concept's
     identity, for knowledge prompts the fact's item as well:
     ``[{"image": uint8[H, W, 3], "prompt", "kind", "wrong": {attribute: (read, expected)}}]``."""

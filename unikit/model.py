@@ -41,7 +41,9 @@ from .cache import atomic_path
 from .vq import adapt_for_flat_images, unit_to_uint8
 
 DEFAULT_MODEL_DIR = concepts.DATA_DIR / "base_model"
-MAKE_DEFAULT = "unikit pretrain --profile ship --out data/base_model"
+MAKE_DEFAULT = (
+    "unikit pretrain --profile ship4 --workers 2 --out data/base_model --phases-from data/phases/tokenizer-4000 "
+    "data/phases/vision-8000")
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "sep": "<sep>",
            "image": "<image_placeholder>", "boi": "<begin_of_image>", "eoi": "<end_of_image>"}
 EXTRA_WORDS = (",", "!", ":", ";", "describe", "both", "images", "same", "different")
@@ -678,6 +680,23 @@ def _reduce(losses: torch.Tensor, sel: torch.Tensor, reduction: str) -> torch.Te
 # --------------------------------------------------------------------------- generation
 
 
+DEFAULT_SAMPLING = {"guidance": 3.0, "temperature": 1.0}
+"""Sampling of a model whose pretraining did not calibrate it (:func:`unikit.pretrain.calibrate_sampling`)."""
+
+
+def sampling(um: UnifiedModel) -> dict:
+    """``{"guidance", "temperature"}`` the model draws with when a caller gives none: what its
+    pretraining calibrated (``um.info["sampling"]``), else :data:`DEFAULT_SAMPLING`."""
+    return {**DEFAULT_SAMPLING, **{k: v for k, v in um.info.get("sampling", {}).items() if k in DEFAULT_SAMPLING}}
+
+
+def _sampling(um: UnifiedModel, guidance, temperature) -> tuple[float, float]:
+    own = sampling(um)
+    guidance = own["guidance"] if guidance is None else guidance
+    _check_guidance(guidance)
+    return float(guidance), float(own["temperature"] if temperature is None else temperature)
+
+
 def _check_guidance(guidance: float) -> None:
     if guidance is None or guidance <= 1:
         raise ValueError(f"guidance={guidance}: classifier-free guidance needs guidance > 1 (Janus's image "
@@ -707,17 +726,18 @@ def decode_images(um: UnifiedModel, codes) -> np.ndarray:
         return unit_to_uint8(um.model.decode_image_tokens(codes), channels_last=True)
 
 
-def generate_images(um: UnifiedModel, prompts, n: int = 1, guidance: float = 2.0, seed: int = 0,
-                    temperature: float = 1.0, top_k: int | None = None, return_codes: bool = False):
+def generate_images(um: UnifiedModel, prompts, n: int = 1, guidance: float | None = None, seed: int = 0,
+                    temperature: float | None = None, top_k: int | None = None, return_codes: bool = False):
     """Text-to-image with ``model.generate(generation_mode="image")`` and classifier-free guidance.
 
     Returns ``uint8[B*n, S, S, 3]`` (row ``i*n + j`` is sample ``j`` of prompt ``i``), and the
-    codes ``LongTensor[B*n, g, g]`` too with ``return_codes``. ``temperature=0`` is greedy.
+    codes ``LongTensor[B*n, g, g]`` too with ``return_codes``. ``temperature=0`` is greedy;
+    ``guidance`` / ``temperature`` left None take the model's own (:func:`sampling`).
     Deterministic in ``seed`` (the caller's random state is left untouched).
     """
     from transformers import GenerationConfig
 
-    _check_guidance(guidance)
+    guidance, temperature = _sampling(um, guidance, temperature)
     batch = generation_inputs(um, prompts)
     kw = dict(do_sample=True, temperature=float(temperature), top_k=int(top_k or 0)) if temperature > 0 else \
         dict(do_sample=False)
@@ -732,8 +752,9 @@ def generate_images(um: UnifiedModel, prompts, n: int = 1, guidance: float = 2.0
     return (images, codes.view(-1, um.gen_grid, um.gen_grid)) if return_codes else images
 
 
-def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values=None, guidance: float = 2.0,
-                       seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
+def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values=None,
+                       guidance: float | None = None, seed: int = 0, temperature: float | None = None,
+                       top_k: int | None = None,
                        embed_hook: EmbedHook | None = None, attention_steps: Sequence[int] = ()):
     """The image sampling loop written out (what ``generate(generation_mode="image")`` does,
     plus vision-encoder inputs and attention capture). Prompts end in BOI.
@@ -741,8 +762,9 @@ def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values
     Conditional and unconditional (:func:`_uncond`) prompts run as one doubled batch with a
     KV cache; logits = uncond + guidance * (cond - uncond). Returns ``(codes [B, T], attentions)``
     where ``attentions[step]`` is a tuple over layers of ``[B, heads, keys]`` (conditional half).
+    ``guidance`` / ``temperature`` left None take the model's own (:func:`sampling`).
     """
-    _check_guidance(guidance)
+    guidance, temperature = _sampling(um, guidance, temperature)
     B = input_ids.shape[0]
     cond = embed(um, input_ids, pixel_values, embed_hook)
     unc = embed(um, _uncond(um, input_ids), None, embed_hook)
@@ -777,13 +799,13 @@ def sample_image_codes(um: UnifiedModel, input_ids, attention_mask, pixel_values
 
 
 @torch.no_grad()
-def edit_image(um: UnifiedModel, images, instructions, guidance: float = 2.0, seed: int = 0,
-               temperature: float = 1.0, top_k: int | None = None, n: int = 1,
+def edit_image(um: UnifiedModel, images, instructions, guidance: float | None = None, seed: int = 0,
+               temperature: float | None = None, top_k: int | None = None, n: int = 1,
                embed_hook: EmbedHook | None = None, return_codes: bool = False):
     """Edit ``images`` (``uint8[B, 32, 32, 3]``, read by the vision encoder) by ``instructions``.
 
     Returns ``uint8[B*n, S, S, 3]`` (and codes ``[B*n, g, g]`` with ``return_codes``);
-    deterministic in ``seed``.
+    deterministic in ``seed``. ``guidance`` / ``temperature`` left None take the model's own.
     """
     batch = generation_inputs(um, instructions, images)
     ids, mask, pv = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
@@ -884,7 +906,7 @@ def _labels(um: UnifiedModel, ids: torch.Tensor, mask: torch.Tensor) -> list[lis
 
 @torch.no_grad()
 def attention_maps(um: UnifiedModel, images=None, questions=None, prompts=None, steps: Sequence[int] = (0,),
-                   guidance: float = 2.0, seed: int = 0, temperature: float = 1.0) -> AttentionMaps:
+                   guidance: float | None = None, seed: int = 0, temperature: float | None = None) -> AttentionMaps:
     """Attention weights of the language model (eager attention; an sdpa model is switched
     to eager for the call).
 

@@ -35,6 +35,7 @@ import functools
 import json
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -110,7 +111,6 @@ class PretrainConfig:
     track_every: int = 0  # every so many model steps, score yes/no per question kind (history["tracked"]); 0: off
     track_n: int = 100  # held-out questions per tracking
     eval_n: int = 200  # held-out examples per metric
-    guidance: float = 3.0
 
     def __post_init__(self) -> None:
         self.model = self.model or self.profile
@@ -167,7 +167,9 @@ class PretrainError(ValueError):
 def recorded_config(saved: dict) -> dict:
     """A run's recorded config with settings added to the kit since then filled in by their
     defaults (which reproduce the behaviour before the setting existed, e.g. ``yesno_steps=0``)."""
-    return {**dataclasses.asdict(PretrainConfig(saved.get("profile", ""))), **saved}
+    known = PretrainConfig.__dataclass_fields__  # settings the kit has since dropped (guidance) are left out
+    return {**dataclasses.asdict(PretrainConfig(saved.get("profile", ""))),
+            **{k: v for k, v in saved.items() if k in known}}
 
 
 def pretrain_config(profile: str, **overrides) -> PretrainConfig:
@@ -908,10 +910,12 @@ def tokenizer_quality(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345
 
 
 @torch.no_grad()
-def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, guidance: float = 3.0,
+def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, guidance: float | None = None,
                   batch: int = 50,
-                  tasks=("vq", "caption", "vqa", "recognition", "same", "t2i", "edit", "attribute")) -> dict:
-    """Judge-scored quality on held-out examples (fresh seeds, never trained on). Fractions in [0, 1]."""
+                  tasks=("vq", "caption", "vqa", "recognition", "same", "t2i", "edit", "attribute"),
+                  temperature: float | None = None) -> dict:
+    """Judge-scored quality on held-out examples (fresh seeds, never trained on). Fractions in [0, 1].
+    Images are drawn with ``guidance`` / ``temperature``, by default the model's own (``model.sampling``)."""
     from .judge import expected_reading
 
     rng = random.Random(seed)
@@ -949,7 +953,7 @@ def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, gu
                         for s, c in sorted(world.HELDOUT_PAIRS) for _ in range(max(1, n // 4))][:n]
             else:
                 pool = [world.random_scene(rng, item_prob=0.35) for _ in range(n)]
-            gen = np.concatenate([M.generate_images(um, [world.caption(s) for s in c], guidance=guidance,
+            gen = np.concatenate([M.generate_images(um, [world.caption(s) for s in c], guidance=guidance, temperature=temperature,
                                                     seed=seed + i) for i, c in enumerate(chunks(pool))])
             reads = judge.read(gen)
             want = [{k: expected_reading(s)[k] for k in (*world.NAMEABLE, "present")} for s in pool]
@@ -957,7 +961,8 @@ def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, gu
     if "edit" in tasks:
         pairs = [(s, *world.random_edit(s, rng)) for s in scenes]
         res = np.concatenate([M.edit_image(um, world.render_many([s for s, _, _ in c]), [e for _, e, _ in c],
-                                           guidance=guidance, seed=seed + i) for i, c in enumerate(chunks(pairs))])
+                                           guidance=guidance, temperature=temperature, seed=seed + i)
+                              for i, c in enumerate(chunks(pairs))])
         reads = judge.read(res)
         out["edit"] = float(np.mean([_all_right(r, expected_reading(t)) for r, (_, _, t) in zip(reads, pairs)]))
     if "attribute" in tasks:  # yes/no per attribute: n questions over YESNO_ORDER, half of each true
@@ -981,6 +986,30 @@ TARGETS = {**{f"encoder_probe_{a}": 0.97 for a in world.ATTRIBUTES}, **{f"attrib
            "recognition": 0.90, "same_object": 0.85, "vqa": 0.95, "caption": 0.85, "vq_recon_judge": 0.95,
            "t2i_seen": 0.80, "edit": 0.60}
 """The base model's quality targets (``metrics.json`` keys; judge-scored on held-out scenes)."""
+
+SAMPLING_GRID = {"guidance": (1.25, 1.5, 2.0, 3.0), "temperature": (0.5, 0.75, 1.0)}
+"""What :func:`calibrate_sampling` tries (docs/notes/2026-12-03-sampling.md: guidance 3, the kit's
+old fixed setting, drew far worse than 1.5 on the ship4 model)."""
+CALIBRATION_SEED = 777  # validation scenes; the quality metrics use evaluate_base's 12345
+
+
+def calibrate_sampling(um: M.UnifiedModel, judge, n: int = 100, grid: dict | None = None) -> dict:
+    """Choose the guidance and temperature the model draws best with and store them as its own
+    (``um.info["sampling"]``, read by ``model.sampling``).
+
+    Scores every setting of ``grid`` (default :data:`SAMPLING_GRID`) by text-to-image on seen
+    pairs plus editing, ``n`` judged validation examples each (:data:`CALIBRATION_SEED`, never the
+    scenes the quality metrics use). Returns ``{"guidance", "temperature", "n", "grid": [{"guidance",
+    "temperature", "t2i_seen", "edit"}]}``; ties go to the higher temperature, then the lower guidance."""
+    grid = grid or SAMPLING_GRID
+    rows = []
+    for g in grid["guidance"]:
+        for t in grid["temperature"]:
+            m = evaluate_base(um, judge, n=n, seed=CALIBRATION_SEED, guidance=g, temperature=t, tasks=("t2i", "edit"))
+            rows.append({"guidance": g, "temperature": t, "t2i_seen": m["t2i_seen"], "edit": m["edit"]})
+    best = max(rows, key=lambda r: (r["t2i_seen"] + r["edit"], r["temperature"], -r["guidance"]))
+    um.info["sampling"] = {"guidance": best["guidance"], "temperature": best["temperature"]}
+    return {**um.info["sampling"], "n": n, "grid": rows}
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -1141,12 +1170,14 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
         return
     torch.set_num_threads(max(1, os.cpu_count() or 1) if ctx.distributed else torch.get_num_threads())
     t = time.time()
-    metrics = evaluate_base(um, judge, n=cfg.eval_n, guidance=cfg.guidance, tasks=EVAL_TASKS)
+    sampling = calibrate_sampling(um, judge, n=max(8, cfg.eval_n // 2))
+    metrics = evaluate_base(um, judge, n=cfg.eval_n, tasks=EVAL_TASKS)
     seconds["evaluation"] = time.time() - t
     total = elapsed + time.time() - t0
     metrics.update(seconds=round(total, 1), phase_seconds={k: round(v, 1) for k, v in seconds.items()},
                    profile=cfg.profile, seed=cfg.seed, workers=ctx.world, targets=TARGETS, reused_phases=reused,
-                   lm_steps_done=len({row[0] for row in history.get("lm", [])}))
+                   lm_steps_done=len({row[0] for row in history.get("lm", [])}), judge_hash=_judge_hash(judge),
+                   command=command, sampling=sampling)
     um.info.update(profile=cfg.model, pretrain_profile=cfg.profile, seed=cfg.seed, pretrain_config=cfg.as_dict(),
                    world_version=world_version())
     with atomic_path(out) as tmp:
@@ -1154,6 +1185,51 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
         write_json(tmp / "metrics.json", metrics)
         (tmp / "history.json").write_text(json.dumps(history) + "\n")
         (tmp / "MODEL_CARD.md").write_text(model_card(um, cfg, metrics, command))
+
+
+def _judge_hash(judge) -> str:
+    from .judge import judge_hash
+
+    return judge_hash(judge.config)
+
+
+def rescore(model_dir, judge=None) -> dict:
+    """Re-measure a pretrained model with ``judge`` (default: the shipped one): calibrate its
+    sampling again (:func:`calibrate_sampling`), score it on the examples its run scored
+    (:func:`evaluate_base`'s seed, the run's ``eval_n``) and rewrite the directory atomically
+    (weights unchanged; ``metrics.json``, ``MODEL_CARD.md`` and the sampling in ``unikit.json``
+    new; what the run measured of itself, times, steps and phases, kept). For a model scored by a
+    judge that has since been replaced, or made before models calibrated their sampling.
+    Returns the new metrics."""
+    import shutil
+
+    from .judge import load_judge
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "metrics.json").is_file():
+        raise PretrainError(f"{model_dir} holds no pretrained model (no metrics.json); give the directory "
+                            f"`unikit pretrain --out` wrote")
+    judge = judge or load_judge(progress=False)
+    um = M.load_model(model_dir)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    cfg = PretrainConfig(**recorded_config(um.info.get("pretrain_config", {})))
+    command = metrics.get("command")
+    if command is None:  # models written before metrics recorded their command
+        found = re.search(r"^- command: `(.*)`$", (model_dir / "MODEL_CARD.md").read_text(), re.M)
+        command = found.group(1) if found else ""
+    t = time.time()
+    sampling = calibrate_sampling(um, judge, n=max(8, cfg.eval_n // 2))
+    metrics.update(evaluate_base(um, judge, n=cfg.eval_n, tasks=EVAL_TASKS), sampling=sampling,
+                   judge_hash=_judge_hash(judge), command=command, rescored_seconds=round(time.time() - t, 1))
+    um.info["pretrain_config"] = cfg.as_dict()
+    with atomic_path(model_dir) as tmp:
+        M.save_model(um, path=tmp)
+        for kept in ("history.json",):
+            if (model_dir / kept).is_file():
+                shutil.copy2(model_dir / kept, Path(tmp) / kept)
+        write_json(Path(tmp) / "metrics.json", metrics)
+        (Path(tmp) / "MODEL_CARD.md").write_text(model_card(um, cfg, metrics, command))
+    return metrics
 
 
 def gate_tokenizer(um: M.UnifiedModel, judge, cfg: PretrainConfig, history: dict, out: Path,
@@ -1185,6 +1261,13 @@ def model_card(um: M.UnifiedModel, cfg: PretrainConfig, metrics: dict, command: 
     notes = {"vq_original_judge": "(report: the judge on the renders themselves, vq_recon_judge's ceiling)"}
     quality = "\n".join(f"| {k} | {metrics.get(k, float('nan')):.3f} | {TARGETS.get(k, notes.get(k, '(report)'))} |"
                          for k in keys)
+    sampling = metrics.get("sampling")
+    calibration = "" if not sampling else (
+        f"\n## Sampling (calibrated, `calibrate_sampling`)\n\nThe model draws with guidance {sampling['guidance']} and "
+        f"temperature {sampling['temperature']} unless told otherwise: the best of these settings on {sampling['n']} "
+        f"validation captions and edits each (judge: every attribute right).\n\n| guidance | temperature | t2i_seen | edit |\n"
+        f"|---|---|---|---|\n" + "\n".join(f"| {r['guidance']} | {r['temperature']} | {r['t2i_seen']:.3f} | {r['edit']:.3f} |"
+                                        for r in sampling["grid"]) + "\n")
     return f"""# The kit's base model ({cfg.profile} profile)
 
 A small `JanusForConditionalGeneration` pretrained from scratch on the concept world's generic
@@ -1212,7 +1295,7 @@ instruction editing). No personal concept was seen. Held-out shape+colour pairs:
 | metric | value | target |
 |---|---|---|
 {quality}
-
+{calibration}
 ## Config
 
 ```json
@@ -1249,7 +1332,6 @@ def quality_check(um: M.UnifiedModel, judge, recorded: dict, n: int = 24, seed: 
                             f"(it writes every metric to metrics.json)")
     run = um.info.get("pretrain_config", {})
     recorded_n = recorded_n or int(run.get("eval_n", 200))
-    guidance = guidance or float(run.get("guidance", PretrainConfig("teach").guidance))
     keys = list(QUALITY_KEYS)
     measured = evaluate_base(um, judge, n=n, seed=seed, guidance=guidance)
     rows = []

@@ -374,7 +374,7 @@ def schedules_markdown() -> str:
     lines = ["| | " + " | ".join(f"`{p}`" for p in profiles) + " |",
              "|---|" + "---:|" * len(profiles)]
     for name, label in fields:
-        values = [f"{getattr(SCHEDULES[p], name):g}" for p in profiles]
+        values = [f"{v:g}" if (v := getattr(SCHEDULES[p], name)) is not None else "the model's own" for p in profiles]
         lines.append(f"| {label} (`{name}`) | " + " | ".join(values) + " |")
     for group in ("shared", "understanding", "generation", "editing"):
         values = [str(GROUP_SIZES.get(p, {}).get(group, "")) for p in profiles]

@@ -172,7 +172,7 @@ class Schedule:
     l_gen: float = 1.0  # loss weights of the joint stage: text CE + l_gen * generation + l_edit * editing
     l_edit: float = 0.5
     weight_decay: float = 0.0
-    guidance: float = 3.0
+    guidance: float | None = None  # None: the base model's own (model.sampling)
 
 
 SCHEDULES = {
@@ -426,7 +426,7 @@ def train_stage_2_generation(um, cts, pdata, sched: Schedule, seed: int = 0, on_
 
 
 @torch.no_grad()
-def generated_codes(um, ct, n: int, guidance: float = 3.0, seed: int = 0,
+def generated_codes(um, ct, n: int, guidance: float | None = None, seed: int = 0,
                     groups: Sequence[str] = ("shared", "generation")) -> torch.Tensor:
     """Generation as perception: ``n`` images drawn with the concept's generation prompt;
     returns their VQ codes ``long[n, g, g]``.

@@ -532,7 +532,7 @@ class GenerationAttention:
         return _select(self.mass[group], layer, head, self.n_layers, self.n_heads)
 
 
-def generation_attention(um, prompt: str, tokens=None, seed: int = 0, guidance: float = 2.0,
+def generation_attention(um, prompt: str, tokens=None, seed: int = 0, guidance: float | None = None,
                          temperature: float = 1.0, focus_words: Sequence[str] = ()) -> GenerationAttention:
     """Generate one image for ``prompt`` and measure, for each of its image tokens, the
     attention on the concept tokens (total and per group), per layer and head.

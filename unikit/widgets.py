@@ -175,7 +175,7 @@ class PromptExplorer(Explorer):
     """
 
     def __init__(self, um, tokens=None, prompt: str | None = None, groups: Sequence[str] = ("shared", "generation"),
-                 guidance: float = 2.0, static: bool = True):
+                 guidance: float | None = None, static: bool = True):
         import ipywidgets as w
 
         self.um, self.tokens, self.groups, self.guidance = um, tokens, tuple(groups), guidance
