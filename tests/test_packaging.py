@@ -88,3 +88,25 @@ def test_every_command_prints_its_help(capsys):
             main([command, "--help"])
         assert e.value.code == 0, command
     assert "bench" in capsys.readouterr().out
+
+
+def test_the_reader_path_is_one_import_away():
+    """`import unikit` loads no heavy module; each exported name is the function of its module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, unikit; heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+    import importlib
+
+    import unikit
+
+    for name, module in unikit._EXPORTS.items():
+        assert getattr(unikit, name) is getattr(importlib.import_module(f"unikit.{module}"), name)
+    assert set(unikit.__all__) <= set(dir(unikit))
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        unikit.nope  # noqa: B018
