@@ -74,6 +74,18 @@ def test_rescore_remeasures_a_finished_model_with_another_judge(smoke_run, tmp_p
     assert new["caption"] == saved["caption"]  # text answers are not judged
     assert any(new[k] != saved[k] for k in ("vq_recon_judge", "t2i_seen", "edit", "vq_original_judge"))
     assert saved["command"] in (copy / "MODEL_CARD.md").read_text()
+    # the calibration keeps the best setting of its grid, and the saved model draws with it by default
+    grid = new["sampling"]["grid"]
+    assert len(grid) == len(P.SAMPLING_GRID["guidance"]) * len(P.SAMPLING_GRID["temperature"])
+    best = max(r["t2i_seen"] + r["edit"] for r in grid)
+    chosen = [r for r in grid if (r["guidance"], r["temperature"]) == (new["sampling"]["guidance"],
+                                                                       new["sampling"]["temperature"])]
+    assert chosen and chosen[0]["t2i_seen"] + chosen[0]["edit"] == best
+    rescored = M.load_model(copy)
+    own = M.sampling(rescored)
+    assert own == {"guidance": new["sampling"]["guidance"], "temperature": new["sampling"]["temperature"]}
+    assert (M.generate_images(rescored, ["a plain red circle"], n=2, seed=4) ==
+            M.generate_images(rescored, ["a plain red circle"], n=2, seed=4, **own)).all()
     with pytest.raises(P.PretrainError, match="no metrics.json"):
         P.rescore(tmp_path / "nothing")
 

@@ -953,7 +953,8 @@ def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, gu
                         for s, c in sorted(world.HELDOUT_PAIRS) for _ in range(max(1, n // 4))][:n]
             else:
                 pool = [world.random_scene(rng, item_prob=0.35) for _ in range(n)]
-            gen = np.concatenate([M.generate_images(um, [world.caption(s) for s in c], guidance=guidance, temperature=temperature,
+            gen = np.concatenate([M.generate_images(um, [world.caption(s) for s in c], guidance=guidance,
+                                                    temperature=temperature,
                                                     seed=seed + i) for i, c in enumerate(chunks(pool))])
             reads = judge.read(gen)
             want = [{k: expected_reading(s)[k] for k in (*world.NAMEABLE, "present")} for s in pool]
@@ -1170,14 +1171,13 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
         return
     torch.set_num_threads(max(1, os.cpu_count() or 1) if ctx.distributed else torch.get_num_threads())
     t = time.time()
-    sampling = calibrate_sampling(um, judge, n=max(8, cfg.eval_n // 2))
-    metrics = evaluate_base(um, judge, n=cfg.eval_n, tasks=EVAL_TASKS)
+    metrics = calibrate_and_score(um, judge, cfg)
     seconds["evaluation"] = time.time() - t
     total = elapsed + time.time() - t0
     metrics.update(seconds=round(total, 1), phase_seconds={k: round(v, 1) for k, v in seconds.items()},
                    profile=cfg.profile, seed=cfg.seed, workers=ctx.world, targets=TARGETS, reused_phases=reused,
-                   lm_steps_done=len({row[0] for row in history.get("lm", [])}), judge_hash=_judge_hash(judge),
-                   command=command, sampling=sampling)
+                   lm_steps_done=len({row[0] for row in history.get("lm", [])}),
+                   command=command)
     um.info.update(profile=cfg.model, pretrain_profile=cfg.profile, seed=cfg.seed, pretrain_config=cfg.as_dict(),
                    world_version=world_version())
     with atomic_path(out) as tmp:
@@ -1185,6 +1185,15 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
         write_json(tmp / "metrics.json", metrics)
         (tmp / "history.json").write_text(json.dumps(history) + "\n")
         (tmp / "MODEL_CARD.md").write_text(model_card(um, cfg, metrics, command))
+
+
+def calibrate_and_score(um: M.UnifiedModel, judge, cfg: PretrainConfig) -> dict:
+    """How a finished model is measured: :func:`calibrate_sampling` on half as many validation
+    examples as ``cfg.eval_n``, then :func:`evaluate_base` with that sampling. Returns the metrics
+    plus ``"sampling"`` (the calibration) and ``"judge_hash"``."""
+    sampling = calibrate_sampling(um, judge, n=max(8, cfg.eval_n // 2))
+    return {**evaluate_base(um, judge, n=cfg.eval_n, tasks=EVAL_TASKS), "sampling": sampling,
+            "judge_hash": _judge_hash(judge)}
 
 
 def _judge_hash(judge) -> str:
@@ -1218,15 +1227,12 @@ def rescore(model_dir, judge=None) -> dict:
         found = re.search(r"^- command: `(.*)`$", (model_dir / "MODEL_CARD.md").read_text(), re.M)
         command = found.group(1) if found else ""
     t = time.time()
-    sampling = calibrate_sampling(um, judge, n=max(8, cfg.eval_n // 2))
-    metrics.update(evaluate_base(um, judge, n=cfg.eval_n, tasks=EVAL_TASKS), sampling=sampling,
-                   judge_hash=_judge_hash(judge), command=command, rescored_seconds=round(time.time() - t, 1))
+    metrics.update(calibrate_and_score(um, judge, cfg), command=command, rescored_seconds=round(time.time() - t, 1))
     um.info["pretrain_config"] = cfg.as_dict()
     with atomic_path(model_dir) as tmp:
         M.save_model(um, path=tmp)
-        for kept in ("history.json",):
-            if (model_dir / kept).is_file():
-                shutil.copy2(model_dir / kept, Path(tmp) / kept)
+        if (model_dir / "history.json").is_file():
+            shutil.copy2(model_dir / "history.json", Path(tmp) / "history.json")
         write_json(Path(tmp) / "metrics.json", metrics)
         (Path(tmp) / "MODEL_CARD.md").write_text(model_card(um, cfg, metrics, command))
     return metrics
