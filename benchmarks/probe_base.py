@@ -36,7 +36,7 @@ import torch
 
 from unikit import model as M
 from unikit import pretrain as P
-from unikit import runtime
+from unikit import runtime, world
 
 
 def _log(out: Path, rows: list) -> None:
@@ -130,8 +130,8 @@ def rung_yesno(args) -> None:
                             perception_mix=mix, lm_batch=args.batch, lm_lr=args.lr, checkpoint_every=args.every,
                             warmup=max(1, min(200, args.steps // 10)), **overrides)
     rng = random.Random(args.seed)
-    scenes = [P.world.random_scene(rng, item_prob=0.35) for _ in range(6000)]
-    images = P.world.render_many(scenes)
+    scenes = [world.random_scene(rng, item_prob=0.35) for _ in range(6000)]
+    images = world.render_many(scenes)
     corpus = P.Corpus(scenes, images, torch.zeros(len(scenes), 8, 8, dtype=torch.long), [], [], images[:0],
                       torch.zeros(0, 8, 8, dtype=torch.long))
     rows, t0, history = [], time.time(), {}

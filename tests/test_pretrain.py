@@ -35,9 +35,12 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     assert [t["step"] for t in history["tracked"]] == [12, 24]  # yes/no per question kind along the way
     assert {"recognition", "same_object", *(f"attribute_{a}" for a in P.YESNO_ORDER)} <= set(history["tracked"][0])
     assert len(history["align"]) == P.CONFIGS["smoke"].align_steps
-    # every task of the mixture trained, and the tokenizer's curve was kept
-    assert {task for _, task, _ in history["lm"]} == set(P.TASKS)
-    smoke = P.CONFIGS["smoke"]  # the yes/no curriculum, then understanding, then everything
+    smoke = P.CONFIGS["smoke"]
+    # every task of the mixture trained, then the facts phase (facts stated first), and the tokenizer's curve was kept
+    assert {task for _, task, _ in history["lm"]} == set(smoke.mix)
+    assert [s for s, _, _ in history["facts"]] == list(range(smoke.facts_steps))
+    assert set(P.FACT_TASKS) <= {task for _, task, _ in history["facts"]} <= set(smoke.facts_mix)
+    assert saved["facts_steps_done"] == smoke.facts_steps and all(0.0 <= saved[k] <= 1.0 for k in P.FACT_KEYS)  # the yes/no curriculum, then understanding, then everything
     assert {t for s, t, _ in history["lm"] if s < smoke.yesno_steps} == {"attribute"}
     assert {t for s, t, _ in history["lm"] if s < smoke.perception_steps} <= {"caption", "vqa", "attribute",
                                                                                 "recognition", "same"}
@@ -76,7 +79,8 @@ def test_rescore_remeasures_a_finished_model_with_another_judge(smoke_run, tmp_p
     assert saved["command"] in (copy / "MODEL_CARD.md").read_text()
     # the calibration keeps the best setting of its grid, and the saved model draws with it by default
     grid = new["sampling"]["grid"]
-    assert len(grid) == len(P.SAMPLING_GRID["guidance"]) * len(P.SAMPLING_GRID["temperature"])
+    smoke_grid = P.CONFIGS["smoke"].sampling_grid
+    assert len(grid) == len(smoke_grid["guidance"]) * len(smoke_grid["temperature"]) > 1
     best = max(r["t2i_seen"] + r["edit"] for r in grid)
     chosen = [r for r in grid if (r["guidance"], r["temperature"]) == (new["sampling"]["guidance"],
                                                                        new["sampling"]["temperature"])]
@@ -88,6 +92,22 @@ def test_rescore_remeasures_a_finished_model_with_another_judge(smoke_run, tmp_p
             M.generate_images(rescored, ["a plain red circle"], n=2, seed=4, **own)).all()
     with pytest.raises(P.PretrainError, match="no metrics.json"):
         P.rescore(tmp_path / "nothing")
+
+
+def test_the_facts_phase_continues_a_finished_model_as_the_whole_run_would(smoke_run, tmp_path):
+    """A model pretrained without the facts phase, continued with it (--phases-from that model),
+    ends with the weights of the run that did both in one go; a model whose facts phase already
+    ran cannot offer its model phase."""
+    out, um, metrics, history = smoke_run
+    P.pretrain("smoke", out=tmp_path / "lm", progress=False, facts_steps=0)
+    cont, cmetrics, chistory = P.pretrain("smoke", out=tmp_path / "cont", progress=False, phases_from=[tmp_path / "lm"])
+    assert set(cmetrics["reused_phases"]) == {"vq", "vision", "align", "lm"}
+    assert chistory["lm"] == history["lm"] and chistory["facts"] == history["facts"]
+    assert cmetrics["phase_seconds"]["reused_run"] > 0 and "model" not in cmetrics["phase_seconds"]
+    mine, whole = cont.model.state_dict(), um.model.state_dict()
+    assert mine.keys() == whole.keys() and all(torch.equal(mine[k], whole[k]) for k in mine)
+    with pytest.raises(P.PretrainError, match="facts phase"):
+        P.pretrain("smoke", out=tmp_path / "again", progress=False, phases_from=[out])
 
 
 def test_tokenizer_stays_frozen_while_the_rest_trains():
@@ -116,6 +136,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
 
     def interrupted(um, corpus, cfg, history, start=0, opt_state=None, save=None, progress=True, **kw):
+        if kw.get("phase") == "facts":  # the crash and the resume happen in the model phase
+            return real_train_lm(um, corpus, cfg, history, start, opt_state, save, progress, **kw)
         calls["n"] += 1
         if calls["n"] == 1:  # first attempt: the loop checkpoints at step 12 (optimizer state too), then "crash"
             assert cfg.checkpoint_every == 12
@@ -125,18 +147,18 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         assert start == 12 and opt_state  # the second attempt starts where the first stopped, with Adam's state
         return real_train_lm(um, corpus, cfg, history, start, opt_state, save, progress, **kw)
 
-    monkeypatch.setattr(P, "train_lm", interrupted)
+    monkeypatch.setattr(P.run, "train_lm", interrupted)
     with pytest.raises(KeyboardInterrupt):
         P.pretrain("smoke", out=out, progress=False)
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
     import shutil
     shutil.copytree(out, tmp_path / "early")  # the same interrupted run, shipped as it is with --finish
-    monkeypatch.setattr(P, "train_lm", real_train_lm)
+    monkeypatch.setattr(P.run, "train_lm", real_train_lm)
     _, early, _ = P.pretrain("smoke", out=tmp_path / "early", finish=True, progress=False)
     assert early["lm_steps_done"] == 12 and "stopped early with --finish" in (tmp_path / "early" / "MODEL_CARD.md").read_text()
     with pytest.raises(P.PretrainError, match="--finish needs an interrupted run"):
         P.pretrain("smoke", out=tmp_path / "none", finish=True, progress=False)
-    monkeypatch.setattr(P, "train_lm", interrupted)
+    monkeypatch.setattr(P.run, "train_lm", interrupted)
     _, metrics, history = P.pretrain("smoke", out=out, resume=True, progress=False)
     assert (out / "metrics.json").is_file()
     assert [s for s, _, _ in history["lm"]] == list(range(P.CONFIGS["smoke"].lm_steps))
@@ -168,7 +190,7 @@ def test_a_tokenizer_below_its_gate_stops_the_run_before_the_model_phase(tmp_pat
     def never(*args, **kwargs):
         raise AssertionError("the model phase must not start after a failed tokenizer gate")
 
-    monkeypatch.setattr(P, "train_lm", never)
+    monkeypatch.setattr(P.run, "train_lm", never)
     with pytest.raises(P.PretrainError, match="failed its gate.*vq_steps"):
         P.pretrain("smoke", out=tmp_path / "run", progress=False, vq_gate=1.01)
     assert (tmp_path / "run" / "checkpoint" / "state.pt").is_file()  # the tokenizer is kept
@@ -240,7 +262,7 @@ def test_fan_in_language_init_touches_the_language_model_alone_and_only_on_a_fre
     assert all(n.startswith("model.language_model.layers.") or n == "lm_head.weight" for n in changed)
     assert all(torch.equal(inits[0][n], inits[1][n]) for n in fresh)
     calls = []
-    monkeypatch.setattr(P, "init_language_fan_in", lambda um, seed: calls.append(seed))
+    monkeypatch.setattr(P.training, "init_language_fan_in", lambda um, seed: calls.append(seed))
     cfg = P.pretrain_config("smoke", lm_init="fan_in", lm_steps=3)
     P.train_lm(um, None, cfg, {}, start=3, progress=False)  # a resume at its end: no steps, no re-init
     assert calls == []
@@ -257,11 +279,11 @@ def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_pa
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(P, "train_lm", crash)
+    monkeypatch.setattr(P.run, "train_lm", crash)
     with pytest.raises(KeyboardInterrupt):
         P.pretrain("smoke", out=out, progress=False)
     trained_vq = {k: v.clone() for k, v in M.load_model(out / "checkpoint" / "model").vq.state_dict().items()}
-    monkeypatch.setattr(P, "train_lm", real_train_lm)
+    monkeypatch.setattr(P.run, "train_lm", real_train_lm)
     um, metrics, history = P.pretrain("smoke", out=out, resume=True, progress=False, lm_steps=10)
     said = capsys.readouterr().out
     assert "lm_steps: 24 -> 10" in said and "reusing its finished vq, vision, align phase(s)" in said
@@ -269,7 +291,7 @@ def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_pa
     assert all(torch.equal(trained_vq[k], v) for k, v in um.vq.state_dict().items())
     assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps and len(history["lm"]) == 10
     assert "--resume" in (out / "MODEL_CARD.md").read_text()
-    monkeypatch.setattr(P, "train_lm", crash)
+    monkeypatch.setattr(P.run, "train_lm", crash)
     with pytest.raises(KeyboardInterrupt):
         P.pretrain("smoke", out=tmp_path / "b", progress=False)
     with pytest.raises(P.PretrainError, match="vq_steps: 30 -> 31.*none of its finished phases"):

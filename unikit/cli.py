@@ -139,9 +139,10 @@ def add_pretrain(subparsers) -> None:
                               description="Pretrain a small Janus on the world's generic objects; writes the model, "
                                           "metrics.json, history.json and MODEL_CARD.md to --out.")
     p.add_argument("--profile", default="teach",
-                   help="smoke (seconds), teach (lesson 01's demonstration, minutes), ship (the shipped model, hours) or "
+                   help="smoke (seconds), teach (lesson 01's demonstration, minutes), ship (hours), "
                         "ship2 (ship with the encoder frozen in phase 3), ship3 (ship2 with a language model twice "
-                        "as deep) or ship4 (ship2 with twice the model steps: the shipped model)")
+                        "as deep), ship4 (ship2 with twice the model steps) or ship5 (ship4's finished model, "
+                        "--phases-from it, then the facts phase: the shipped model)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the cache)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
@@ -153,8 +154,9 @@ def add_pretrain(subparsers) -> None:
                    help="no training: re-measure the finished model in --out with the current judge (after the "
                         "judge was retrained) and rewrite its metrics.json and MODEL_CARD.md")
     p.add_argument("--phases-from", nargs="+", metavar="DIR", default=(),
-                   help="reuse finished phases (tokenizer, vision, align) from these directories when their "
-                        "settings match (benchmarks/probe_base.py writes them)")
+                   help="reuse finished phases from these directories when their settings match: tokenizer, "
+                        "vision, align (benchmarks/probe_base.py writes them), or a finished model made without "
+                        "the facts phase (its first four phases)")
     p.set_defaults(handler=handle_pretrain)
 
 

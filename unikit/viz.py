@@ -829,18 +829,18 @@ def plot_pretraining_curves(runs: dict, smooth: int = 25, scale: float = 3.2):
 
     ``history`` is what :func:`unikit.pretrain.pretrain` returns (and writes to
     ``history.json``): ``"vq"`` rows ``[step, reconstruction MSE, embedding loss]``,
-    ``"vision"`` rows ``[step, mean attribute cross-entropy]`` and ``"lm"`` rows ``[step, task,
-    loss]``. Columns, one per phase: the tokenizer's reconstruction error, the understanding
-    encoder's attribute loss, the language model's loss per task (moving averages over up to
-    ``smooth`` steps). Each column shares its y axis across runs, so short and long runs
+    ``"vision"`` rows ``[step, mean attribute cross-entropy]``, ``"lm"`` and ``"facts"`` rows
+    ``[step, task, loss]``. Columns: the tokenizer's reconstruction error, the understanding
+    encoder's attribute loss, the language model's loss per task, the facts phase (if any)
+    continuing after a dashed line (moving averages over up to ``smooth`` steps). Each column shares its y axis across runs, so short and long runs
     compare at a glance. Returns the Figure.
     """
     from matplotlib.ticker import FuncFormatter
 
     if not runs:
         raise ValueError("plot_pretraining_curves: no runs to plot")
-    tasks = sorted({row[1] for h in runs.values() for row in h.get("lm", [])})
-    colours = dict(zip(tasks, plt.get_cmap("tab10").colors))
+    tasks = sorted({row[1] for h in runs.values() for key in ("lm", "facts") for row in h.get(key, [])})
+    colours = dict(zip(tasks, plt.get_cmap("tab20").colors))
     fig, axes = plt.subplots(len(runs), 3, figsize=(3 * scale + 1.5, len(runs) * scale * 0.75), squeeze=False,
                              sharey="col")
     for r, (label, history) in enumerate(runs.items()):
@@ -855,14 +855,19 @@ def plot_pretraining_curves(runs: dict, smooth: int = 25, scale: float = 3.2):
             ax.set_title(f"{label}: {title} ({len(rows)} steps)", fontsize=9)
             ax.set_ylabel(ylabel, fontsize=8)
         ax = axes[r, 2]
-        lm_rows = history.get("lm", [])
+        lm_rows, facts_rows = history.get("lm", []), history.get("facts", [])
+        offset = len(lm_rows)
+        rows = lm_rows + [[s + offset, t, loss] for s, t, loss in facts_rows]
         for task in tasks:
-            pts = np.asarray([(s, loss) for s, t, loss in lm_rows if t == task], dtype=float).reshape(-1, 2)
+            pts = np.asarray([(s, loss) for s, t, loss in rows if t == task], dtype=float).reshape(-1, 2)
             if len(pts):
                 w = max(1, min(smooth, len(pts) // 5))
                 ax.plot(pts[w - 1:, 0], _moving_average(pts[:, 1], w), color=colours[task], lw=1.2, label=task)
+        if facts_rows:
+            ax.axvline(offset, color="grey", ls="--", lw=0.8)
         ax.set_yscale("log")
-        ax.set_title(f"{label}: model ({len(lm_rows)} steps)", fontsize=9)
+        ax.set_title(f"{label}: model ({len(lm_rows)} steps)" + (f" + facts ({len(facts_rows)})" if facts_rows else ""),
+                     fontsize=9)
         ax.set_ylabel("loss", fontsize=8)
         for a in axes[r]:
             a.tick_params(labelsize=7, which="both")
