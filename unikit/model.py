@@ -42,8 +42,9 @@ from .vq import adapt_for_flat_images, unit_to_uint8
 
 DEFAULT_MODEL_DIR = concepts.DATA_DIR / "base_model"
 MAKE_DEFAULT = (
-    "unikit pretrain --profile ship4 --workers 2 --out data/base_model --phases-from data/phases/tokenizer-4000 "
-    "data/phases/vision-8000")
+    "unikit pretrain --profile ship4 --workers 2 --out runs/ship4 --phases-from data/phases/tokenizer-4000 "
+    "data/phases/vision-8000 && unikit pretrain --profile ship5 --workers 2 --out data/base_model "
+    "--phases-from runs/ship4")
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "sep": "<sep>",
            "image": "<image_placeholder>", "boi": "<begin_of_image>", "eoi": "<end_of_image>"}
 EXTRA_WORDS = (",", "!", ":", ";", "describe", "both", "images", "same", "different")
