@@ -175,7 +175,7 @@ def test_diagrams_follow_the_code(tmp_path):
         paths["token_layouts"].read_bytes(), "the same code draws the same file"
     teach = SimpleNamespace(profile="teach")
     for layout in ("coupled", "decoupled"):  # as the joint methods lay their tokens out
-        groups, prompting = methods._layout(teach, layout)
+        groups, prompting = methods.joint_layout(teach, layout)
         _, added, per_task, _ = diagrams.LAYOUTS[layout]
         assert tuple(groups) == added
         assert {t: getattr(prompting, t) for t in diagrams.TASKS} == per_task

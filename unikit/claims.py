@@ -184,7 +184,7 @@ def plot(judged: list[dict], rows: list[dict], base_metrics: dict | None = None,
 def plot_interference(curves: list[dict], base_metrics: dict | None = None,
                       metrics: Sequence[str] = ("rec", "rec_hard", "text_qa")):
     """Claim (c) as curves: per metric, each layout's understanding score against the generation
-    and editing steps trained after it (rows of ``methods.measure_interference``, with ``seed``),
+    and editing steps trained after it (rows of ``interference.measure_interference``, with ``seed``),
     the concept-unit bootstrap interval (seeds nested) as a band, chance, floor and ceiling as lines."""
     import matplotlib.pyplot as plt
 
@@ -213,7 +213,7 @@ def plot_interference(curves: list[dict], base_metrics: dict | None = None,
 
 def interference_change(curves: list[dict], metrics: Sequence[str] = ("rec", "rec_hard", "text_qa")):
     """Per layout and metric, the change from the first to the last measurement of
-    ``methods.measure_interference`` (paired within each concept and seed), as "mean [lo, hi]"
+    ``interference.measure_interference`` (paired within each concept and seed), as "mean [lo, hi]"
     with the concept-unit bootstrap interval; a DataFrame indexed by layout."""
     import pandas as pd
 

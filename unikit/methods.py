@@ -107,7 +107,7 @@ class Personalized:
 # --------------------------------------------------------------------------- the methods
 
 
-def _add(um, cards, sizes: dict, pdata, init: dict | None = None) -> dict:
+def add_token_groups(um, cards, sizes: dict, pdata, init: dict | None = None) -> dict:
     out = {}
     for card, pd in zip(cards, pdata):
         ct = T.add_concept(um, card, groups={})
@@ -128,7 +128,7 @@ def run_oracle_text(um, cards, pdata, sched, seed, **_) -> Personalized:
 
 
 def run_understanding_only(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
-    cts = _add(um, cards, {"shared": T.default_group_sizes(um)["shared"]}, pdata)
+    cts = add_token_groups(um, cards, {"shared": T.default_group_sizes(um)["shared"]}, pdata)
     p = S.Prompting(understanding=("shared",), generation=("shared",), editing=("shared",))
     curve = S.train_tokens(um, list(cts.values()), pdata, steps=sched.stage1_steps + sched.stage3_steps,
                            train_groups=("identifier", "shared"), weights={"understanding": 1.0}, prompting=p,
@@ -138,7 +138,7 @@ def run_understanding_only(um, cards, pdata, sched, seed, on_step=None, progress
 
 def run_generation_only(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
     sizes = T.default_group_sizes(um)
-    cts = _add(um, cards, {"generation": sizes["generation"]}, pdata)
+    cts = add_token_groups(um, cards, {"generation": sizes["generation"]}, pdata)
     p = S.Prompting(understanding=("generation",), generation=("generation",), editing=("generation",))
     curve = S.train_tokens(um, list(cts.values()), pdata, steps=sched.stage2_steps,
                            train_groups=("identifier", "generation"), weights={"generation": 1.0}, prompting=p,
@@ -148,7 +148,7 @@ def run_generation_only(um, cards, pdata, sched, seed, on_step=None, progress=Fa
 
 def run_separate(um, cards, pdata, sched, seed, on_step=None, progress=False, **_) -> Personalized:
     sizes = T.default_group_sizes(um)
-    cts = _add(um, cards, {"understanding": sizes["shared"], "generation": sizes["generation"]}, pdata)
+    cts = add_token_groups(um, cards, {"understanding": sizes["shared"], "generation": sizes["generation"]}, pdata)
     p = S.Prompting(understanding=("understanding",), generation=("generation",), editing=("generation",))
     cl = list(cts.values())
     u = S.train_tokens(um, cl, pdata, steps=sched.stage1_steps + sched.stage3_steps, train_groups=("understanding",),
@@ -179,7 +179,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
         trajectory = S.TokenRecorder.load(Path(checkpoint) / f"trajectory.stage{done}.safetensors")
         print(f"{'loaded' if done == stop_after else 'resuming'} unictokens after stage {done} from {checkpoint}")
     else:
-        cts = _add(um, cards, {"shared": sizes["shared"]}, pdata, init={"shared": "kmeans_images"})
+        cts = add_token_groups(um, cards, {"shared": sizes["shared"]}, pdata, init={"shared": "kmeans_images"})
         for n in names:
             trajectory.start(cts[n])
     cl = [cts[n] for n in names]
@@ -227,7 +227,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
     return result(p)
 
 
-def _layout(um, layout: str) -> tuple[dict, S.Prompting]:
+def joint_layout(um, layout: str) -> tuple[dict, S.Prompting]:
     """A joint-training layout's token groups and the groups each task's prompt uses:
     ``coupled``, one set for every task; ``decoupled``, one group per task."""
     sizes = T.default_group_sizes(um)
@@ -240,8 +240,8 @@ def _layout(um, layout: str) -> tuple[dict, S.Prompting]:
 def _run_joint(um, cards, pdata, sched, seed, layout: str, replay: bool, edits: bool = True, on_step=None,
                progress=False) -> Personalized:
     """One end-to-end stage on all three tasks: text CE + l_gen * generation + l_edit * editing."""
-    groups, p = _layout(um, layout)
-    cts = _add(um, cards, groups, pdata)
+    groups, p = joint_layout(um, layout)
+    cts = add_token_groups(um, cards, groups, pdata)
     weights = {"understanding": 1.0, "generation": sched.l_gen, "editing": sched.l_edit if edits else 0.0}
     curve = S.train_tokens(um, [cts[c.name] for c in cards], pdata, steps=sched.joint_steps,
                            train_groups=("identifier", *groups), weights=weights, prompting=p, sched=sched,
@@ -376,50 +376,3 @@ def _load_final(um, checkpoint, cards, method) -> Personalized:
         {c.name: T.load_concept_tokens(um, d / f"{c.name}.final.safetensors") for c in cards}
     p = None if meta["prompting"] is None else S.Prompting(**{k: tuple(v) for k, v in meta["prompting"].items()})
     return Personalized(method, list(cards), cts, p, meta["curves"], meta["seconds"], meta["replay"])
-
-
-def measure_interference(um, concepts: Sequence, layout: str, profile: str = "teach", seed: int = 0, judge=None,
-                         points: int = 5) -> list[dict]:
-    """Task interference, measured: understanding accuracy while generation and editing train.
-
-    1. the layout's tokens (``coupled``: one set; ``decoupled``: a group per task) learn
-       understanding alone (``stage1_steps``);
-    2. then generation + editing train (``joint_steps``, loss l_gen * generation + l_edit * editing)
-       with the same groups as the joint stage, and understanding is re-measured ``points`` times.
-
-    Returns rows ``{"layout", "concept", "step", "rec", "rec_hard", "vqa", "text_qa"}`` (step 0 =
-    after understanding training). In ``coupled`` the generation loss moves the very rows
-    understanding reads; in ``decoupled`` only the identifier ``<c>`` is common to both.
-    """
-    from .evaluate import evaluate_personalized
-
-    if layout not in ("coupled", "decoupled"):
-        raise MethodError(f"layout {layout!r}: choose coupled or decoupled")
-    cards = [as_concept(c, um.image_size) for c in concepts]
-    sched = S.schedule(profile)
-    pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits) for c in cards]
-    groups, p = _layout(um, layout)
-    cts = _add(um, cards, groups, pdata)
-    cl = [cts[c.name] for c in cards]
-    pers = Personalized(layout, cards, cts, p)
-    train = ("identifier", *groups)
-    S.train_tokens(um, cl, pdata, steps=sched.stage1_steps, train_groups=train, weights={"understanding": 1.0},
-                   prompting=p, sched=sched, seed=seed, stage="understanding")
-    rows = []
-
-    def measure(step):
-        for r in evaluate_personalized(um, pers, judge, parts=("understanding",)):
-            rows.append({"layout": layout, "concept": r["concept"], "step": step,
-                         **{k: r[k] for k in ("rec", "rec_hard", "vqa", "text_qa")}})
-
-    measure(0)
-    every = max(1, sched.joint_steps // points)
-
-    def on_step(stage, step, loss, ct):
-        if ct is cl[0] and (step + 1) % every == 0:
-            measure(step + 1)
-
-    S.train_tokens(um, cl, pdata, steps=every * points, train_groups=train,
-                   weights={"generation": sched.l_gen, "editing": sched.l_edit}, prompting=p, sched=sched,
-                   seed=seed + 1, stage="generation+editing", on_step=on_step, record_every=1)
-    return rows
