@@ -11,6 +11,7 @@ import torch
 
 from unikit import concepts as C
 from unikit import model as M
+from unikit import token_files
 from unikit import tokens as T
 from unikit import vq as V
 
@@ -205,10 +206,10 @@ def test_save_load_exact(base, tmp_path):
         batch = M.understanding_inputs(um, None, [ct.understanding_prompt(QUESTION)])
         hidden = M.run_language_model(um, M.embed(um, batch["input_ids"]), batch["attention_mask"]).last_hidden_state
         logits = um.model.lm_head(hidden[:, -1])
-    path = T.save_concept_tokens(ct, tmp_path / "bo.safetensors", extra={"method": "test", "stage": 1})
+    path = token_files.save_concept_tokens(ct, tmp_path / "bo.safetensors", extra={"method": "test", "stage": 1})
 
     um2 = fresh(base)
-    ct2 = T.load_concept_tokens(um2, path)
+    ct2 = token_files.load_concept_tokens(um2, path)
     assert ct2.groups == ct.groups and ct2.ids == ct.ids and ct2.extra == {"method": "test", "stage": 1}
     with torch.no_grad():
         und2, gen2 = _losses(um2, ct2, codes)
@@ -219,27 +220,27 @@ def test_save_load_exact(base, tmp_path):
         M.answer(um2, None, [ct2.understanding_prompt(QUESTION)])
 
     with pytest.raises(T.ConceptTokenError, match="already exist.*fresh copy"):
-        T.load_concept_tokens(um2, path)
+        token_files.load_concept_tokens(um2, path)
     other = M.build_model("smoke", seed=1)
     assert T.base_model_hash(other) != T.base_model_hash(base)
     with pytest.raises(T.ConceptTokenError, match=f"{ct.base_hash}.*{T.base_model_hash(other)}.*personalize"):
-        T.load_concept_tokens(other, path)
+        token_files.load_concept_tokens(other, path)
 
 
 def test_unreadable_files(base, tmp_path):
     um = fresh(base)
     with pytest.raises(T.ConceptTokenError, match="no concept-token file"):
-        T.load_concept_tokens(um, tmp_path / "missing.safetensors")
+        token_files.load_concept_tokens(um, tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00\x01 not safetensors at all")
     with pytest.raises(T.ConceptTokenError, match="corrupt"):
-        T.load_concept_tokens(um, junk)
+        token_files.load_concept_tokens(um, junk)
     ct = T.add_concept(fresh(base), "bo", groups={"shared": 2})
-    good = T.save_concept_tokens(ct, tmp_path / "bo.safetensors")
+    good = token_files.save_concept_tokens(ct, tmp_path / "bo.safetensors")
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(good.read_bytes()[:-40])
     with pytest.raises(T.ConceptTokenError, match="truncated or corrupt"):
-        T.load_concept_tokens(um, cut)
+        token_files.load_concept_tokens(um, cut)
     assert "<bo>" not in um.tokenizer.get_vocab()  # nothing half-added
 
 

@@ -218,7 +218,8 @@ def handle_personalize(args) -> int:
     from .planner import check, plan
     from .runtime import parse_dtype, pick_device
     from .stages import schedule
-    from .tokens import default_group_sizes, save_concept_tokens
+    from .token_files import save_concept_tokens
+    from .tokens import default_group_sizes
 
     check_method(args.method)
     cards = [c if is_concept_folder(c) else load_concept(c) for c in args.concept]  # bad names fail first

@@ -38,6 +38,7 @@ from typing import Sequence
 
 from . import model as M
 from . import stages as S
+from . import token_files
 from . import tokens as T
 from .concepts import ConceptCard, as_concept
 
@@ -174,7 +175,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
     trajectory = S.TokenRecorder()  # the tokens' path, saved with each stage's checkpoint
     done = min(_finished_stage(checkpoint, names), stop_after)
     if done:
-        cts = {n: T.load_concept_tokens(um, Path(checkpoint) / f"{n}.stage{done}.safetensors") for n in names}
+        cts = {n: token_files.load_concept_tokens(um, Path(checkpoint) / f"{n}.stage{done}.safetensors") for n in names}
         curves = json.loads((Path(checkpoint) / f"curves.stage{done}.json").read_text())
         trajectory = S.TokenRecorder.load(Path(checkpoint) / f"trajectory.stage{done}.safetensors")
         print(f"{'loaded' if done == stop_after else 'resuming'} unictokens after stage {done} from {checkpoint}")
@@ -194,7 +195,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
             return
         Path(checkpoint).mkdir(parents=True, exist_ok=True)
         for n in names:
-            T.save_concept_tokens(cts[n], Path(checkpoint) / f"{n}.stage{stage}.safetensors",
+            token_files.save_concept_tokens(cts[n], Path(checkpoint) / f"{n}.stage{stage}.safetensors",
                                   extra={"method": "unictokens", "stage": stage})
         trajectory.save(Path(checkpoint) / f"trajectory.stage{stage}.safetensors")
         from .cache import write_json
@@ -363,7 +364,7 @@ def _save_final(pers: Personalized, checkpoint) -> None:
     d = Path(checkpoint)
     d.mkdir(parents=True, exist_ok=True)
     for name, ct in pers.tokens.items():
-        T.save_concept_tokens(ct, d / f"{name}.final.safetensors", extra={"method": pers.method})
+        token_files.save_concept_tokens(ct, d / f"{name}.final.safetensors", extra={"method": pers.method})
     write_json(d / "final.json", {"method": pers.method, "curves": pers.curves, "seconds": pers.seconds,
                                   "replay": pers.replay,
                                   "prompting": None if pers.prompting is None else vars(pers.prompting)})
@@ -373,6 +374,6 @@ def _load_final(um, checkpoint, cards, method) -> Personalized:
     d = Path(checkpoint)
     meta = json.loads((d / "final.json").read_text())
     cts = {} if meta["prompting"] is None else \
-        {c.name: T.load_concept_tokens(um, d / f"{c.name}.final.safetensors") for c in cards}
+        {c.name: token_files.load_concept_tokens(um, d / f"{c.name}.final.safetensors") for c in cards}
     p = None if meta["prompting"] is None else S.Prompting(**{k: tuple(v) for k, v in meta["prompting"].items()})
     return Personalized(method, list(cards), cts, p, meta["curves"], meta["seconds"], meta["replay"])

@@ -28,24 +28,20 @@ gradient is ever made. (Textual Inversion trains the whole embedding and restore
 rows after each step; AdamW's weight decay would otherwise move them.) Several concepts can
 be attached to one model at once: their ids are disjoint.
 
-Tokens are saved alone (:func:`save_concept_tokens`, one safetensors file) together with the
+Tokens are saved alone (:mod:`unikit.token_files`, one safetensors file) together with the
 identity of the base model they were trained on (:func:`base_model_hash`), so loading them
 into another model is refused instead of silently giving nonsense.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import re
 import weakref
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .cache import atomic_path
+from .base_identity import base_model_hash, base_size_from_tokenizer, base_vocab_size
 
 GROUPS = ("identifier", "shared", "understanding", "generation", "editing")
 GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 16 per task); teach scales down
@@ -55,8 +51,6 @@ GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 
 }
 INITS = ("class_word", "mean", "kmeans_images", "kmeans_codes")
 GROUP_LETTERS = {"shared": "s", "understanding": "u", "generation": "g", "editing": "e"}
-FORMAT = "unikit.concept_tokens/1"
-CONCEPT_TOKEN = re.compile(r"^<[a-z][a-z0-9_]*>$")
 
 _ATTACHED: "weakref.WeakKeyDictionary[torch.nn.Module, list[ConceptTokens]]" = weakref.WeakKeyDictionary()
 
@@ -98,57 +92,6 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 25) -> torch.Ten
             break
         centroids = new
     return centroids
-
-
-# --------------------------------------------------------------------------- the base model's identity
-
-
-def _base_size_from_tokenizer(tok) -> int:
-    specials = set(tok.all_special_tokens)
-    concept = [t for t in tok.get_added_vocab() if t not in specials and CONCEPT_TOKEN.match(t)]
-    return len(tok) - len(concept)
-
-
-def base_vocab_size(um) -> int:
-    """Vocabulary size without concept tokens (``um.info["base_vocab_size"]``, recorded when tokens
-    are first added; else the tokenizer's size minus its non-special ``<word>`` tokens)."""
-    if "base_vocab_size" in um.info:
-        return int(um.info["base_vocab_size"])
-    return _base_size_from_tokenizer(um.tokenizer)
-
-
-_VOLATILE_CONFIG = {"vocab_size", "transformers_version", "architectures", "dtype", "torch_dtype",
-                    "attn_implementation", "output_attentions", "output_hidden_states", "return_dict", "use_cache"}
-
-
-def _config_identity(config) -> dict:
-    parts = {p: getattr(config, p) for p in ("text_config", "vision_config", "vq_config") if hasattr(config, p)}
-    out = {}
-    for name, sub in (parts or {"config": config}).items():
-        out[name] = {k: v for k, v in sub.to_dict().items() if k not in _VOLATILE_CONFIG and not k.startswith("_")}
-    return out
-
-
-def _strided_rows(t: torch.Tensor, n: int = 64) -> bytes:
-    t = t.detach()
-    t = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
-    idx = torch.linspace(0, t.shape[0] - 1, min(n, t.shape[0])).round().long().to(t.device)
-    return t[idx].to("cpu", torch.float32).contiguous().numpy().tobytes()
-
-
-def base_model_hash(um) -> str:
-    """The base model's identity (16 hex digits), blind to concept tokens: a hash of the config
-    (text/vision/VQ configs minus the vocabulary size) and of a fingerprint of the weights
-    (strided rows of the base vocabulary's input embedding, the first layer's ``q_proj``,
-    the generation head)."""
-    model = um.model
-    h = hashlib.sha256(json.dumps(_config_identity(model.config), sort_keys=True, default=str).encode())
-    h.update(_strided_rows(model.get_input_embeddings().weight[:base_vocab_size(um)]))
-    lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
-    h.update(_strided_rows(lm.layers[0].self_attn.q_proj.weight))
-    for p in (model.model.generation_head.parameters() if hasattr(model.model, "generation_head") else ()):
-        h.update(_strided_rows(p))
-    return h.hexdigest()[:16]
 
 
 def default_group_sizes(um) -> dict[str, int]:
@@ -254,10 +197,10 @@ class ConceptTokens:
                                     f"a group is added once")
         names = [f"<{self.concept}_{GROUP_LETTERS[group]}{i}>" for i in range(k)]
         start = _initial_rows(um, self, k, init, images, codes, seed)
-        self._append(um, group, names, *start)
+        self.append_rows(um, group, names, *start)
         return self.ids[group]
 
-    def _append(self, um, group, names, in_rows, out_rows, bias=None) -> None:
+    def append_rows(self, um, group, names, in_rows, out_rows, bias=None) -> None:
         if self._model is not None and self._model is not um.model:
             raise ConceptTokenError(f"{self.identifier} is attached to another model; detach() it first")
         ids = _add_vocabulary(um, names)
@@ -364,7 +307,7 @@ def _add_vocabulary(um, names: list[str]) -> list[int]:
                 f"token {name} already exists in this model's vocabulary (concept added twice, or a name equal to a "
                 f"word the tokenizer knows). Load a fresh copy of the base model, or rename the concept "
                 f"(the card's 'name')")
-    um.info.setdefault("base_vocab_size", _base_size_from_tokenizer(tok))
+    um.info.setdefault("base_vocab_size", base_size_from_tokenizer(tok))
     tok.add_tokens(list(names))
     ids = tok.convert_tokens_to_ids(list(names))
     rows = model.get_input_embeddings().weight.shape[0]
@@ -449,86 +392,7 @@ def add_concept(um, concept, groups: dict[str, int] | None = None, init: str | d
     inits = init if isinstance(init, dict) else {g: init for g in groups}
     ct = ConceptTokens(card.name, card.shape, base_model_hash(um), um.source)
     with torch.no_grad():
-        ct._append(um, "identifier", [card.token], *_class_word_rows(um, card.shape, 1))
+        ct.append_rows(um, "identifier", [card.token], *_class_word_rows(um, card.shape, 1))
     for g, k in groups.items():
         ct.add_group(um, g, k, init=inits.get(g, "class_word"), images=images, codes=codes, seed=seed)
-    return ct
-
-
-def _kit_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    with contextlib.suppress(PackageNotFoundError):
-        return version("unikit")
-    return "unknown"
-
-
-def save_concept_tokens(ct: ConceptTokens, path, extra: dict | None = None) -> Path:
-    """Write ``ct`` to one safetensors file (atomically): tensors ``input.<group>``, ``output.<group>``
-    (and ``bias.<group>``), metadata naming the concept and the base model. ``extra``: JSON-able
-    notes (method, layout, metrics)."""
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for g, (inp, out) in ct.rows.items():
-        tensors[f"input.{g}"] = inp.detach().cpu().contiguous()
-        tensors[f"output.{g}"] = out.detach().cpu().contiguous()
-        if g in ct.biases:
-            tensors[f"bias.{g}"] = ct.biases[g].detach().cpu().contiguous()
-    meta = {"format": FORMAT, "concept": ct.concept, "identifier": ct.identifier, "class_word": ct.class_word,
-            "groups": json.dumps(ct.groups), "base_hash": ct.base_hash, "base_source": str(ct.base_source),
-            "unikit_version": _kit_version(), "extra": json.dumps(extra or {})}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return path
-
-
-def read_concept_tokens(path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``(metadata, tensors)`` of a concept-token file, without a model; ``metadata["groups"]`` and
-    ``["extra"]`` decoded from JSON."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConceptTokenError(f"no concept-token file at {path}; train tokens (`unikit personalize`) or "
-                                f"check the path")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != FORMAT:
-            raise KeyError("format")
-        meta["groups"], meta["extra"] = json.loads(meta["groups"]), json.loads(meta.get("extra") or "{}")
-        for g, names in meta["groups"].items():
-            if tensors[f"input.{g}"].shape[0] != len(names) or tensors[f"output.{g}"].shape[0] != len(names):
-                raise ValueError(f"group {g} has {len(names)} names but other row counts")
-    except Exception as e:  # noqa: BLE001 -- safetensors, JSON and missing keys all mean the same here
-        raise ConceptTokenError(f"{path} is not a readable concept-token file ({type(e).__name__}: {e}); it may be "
-                                f"truncated or corrupt: re-save it with save_concept_tokens or re-train") from None
-    return meta, tensors
-
-
-def load_concept_tokens(um, path) -> ConceptTokens:
-    """Add the tokens saved at ``path`` to ``um`` (which must be the base model they were trained on,
-    without them yet) and return them attached. Outputs equal those of the model that saved them."""
-    meta, tensors = read_concept_tokens(path)
-    here = base_model_hash(um)
-    if meta["base_hash"] != here:
-        raise ConceptTokenError(
-            f"{path} was trained on base model {meta['base_source'] or '?'} (hash {meta['base_hash']}), but this "
-            f"model is {um.source or 'a built model'} (hash {here}). Load the base model the tokens were trained "
-            f"on, or re-train the tokens on this one with `unikit personalize`")
-    existing = [t for names in meta["groups"].values() for t in names if t in um.tokenizer.get_vocab()]
-    if existing:
-        raise ConceptTokenError(f"tokens {existing} already exist in this model; load {path} into a fresh copy "
-                                f"of the base model (unikit.model.load_model)")
-    dim = um.model.get_input_embeddings().weight.shape[1]
-    if any(t.shape[-1] != dim for k, t in tensors.items() if not k.startswith("bias.")):
-        raise ConceptTokenError(f"{path} holds rows of another width than this model's {dim}; load the base "
-                                f"model the tokens were trained on")
-    ct = ConceptTokens(meta["concept"], meta["class_word"], here, um.source)
-    with torch.no_grad():
-        for g, names in meta["groups"].items():
-            ct._append(um, g, names, tensors[f"input.{g}"], tensors[f"output.{g}"], tensors.get(f"bias.{g}"))
-    ct.extra = meta["extra"]
     return ct
