@@ -61,7 +61,7 @@ def main() -> int:
         um = M.load_model(args.base)
         pers = personalize(um, args.concepts, args.method, profile=args.profile, seed=seed, **overrides)
         for row in evaluate_personalized(um, pers, judge, n_images=sched.eval_images, guidance=sched.guidance,
-                                         seed=1000 + seed, parts=args.parts):  # as unikit.evaluate.bench_job scores
+                                         seed=1000 + seed, parts=args.parts):  # as unikit.benchmark.bench_job scores
             rows.append(row)
             print(f"  {row['concept']:>6} seed {seed}: " + "  ".join(f"{k} {row.get(k, float('nan')):.2f}" for k in keys)
                   + f"  ({time.time() - t:.0f} s)", flush=True)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from unikit import benchmark as B
 from unikit import evaluate as E
 from unikit import methods as P
 from unikit import model as M
@@ -152,7 +153,7 @@ def test_replay_trace_and_fallback(base):
 
 def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
     out = tmp_path / "results.json"
-    res = E.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
+    res = B.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
                   progress=False)
     data = json.loads(out.read_text())
     assert data["profile"] == "smoke" and len(data["rows"]) == 4
@@ -166,42 +167,42 @@ def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
     partial = out.with_suffix(".partial.json")
     run_id = {"profile": "smoke", "base_model_hash": data["base_model_hash"], "concepts": ["bo"]}
     partial.write_text(json.dumps({**run_id, "rows": data["rows"], "seconds": 1000.0}))
-    again = E.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
+    again = B.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
                     progress=False)
     # nothing left to run: the rows come back, and the time counts the interrupted run's 1000 s
     assert again["rows"] == data["rows"] and not partial.exists() and 1000.0 <= again["seconds"] < 1005
     partial.write_text(json.dumps({**run_id, "base_model_hash": "0" * 16, "rows": data["rows"]}))
     with pytest.raises(E.BenchError, match="another base_model_hash.*--fresh"):
-        E.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
+        B.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
     partial.write_text(json.dumps(data["rows"]))
     with pytest.raises(E.BenchError, match="older unikit"):
-        E.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
+        B.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
     partial.unlink()
     with pytest.raises(P.MethodError, match="unknown method"):
-        E.bench("smoke", ["nope"], ["bo"], out=out, base=base, judge=judge)
+        B.bench("smoke", ["nope"], ["bo"], out=out, base=base, judge=judge)
     with pytest.raises(E.BenchError, match=".json"):
-        E.bench("smoke", ["text_prompt"], ["bo"], out=tmp_path / "r.txt", base=base, judge=judge)
+        B.bench("smoke", ["text_prompt"], ["bo"], out=tmp_path / "r.txt", base=base, judge=judge)
 
 
 def test_lessons_never_quote_bench_results_made_on_another_base_model(base, tmp_path, monkeypatch, capsys):
     um = M.load_model(base)
     cached, shipped = tmp_path / "cache" / "smoke.json", tmp_path / "shipped"
     shipped.mkdir()
-    monkeypatch.setattr(E, "results_path", lambda profile: cached)
-    monkeypatch.setattr(E, "SHIPPED_RESULTS", shipped)
+    monkeypatch.setattr(B, "results_path", lambda profile: cached)
+    monkeypatch.setattr(B, "SHIPPED_RESULTS", shipped)
     (shipped / "smoke.json").write_text(json.dumps({"base_model_hash": "0" * 16, "command": "unikit bench -x", "rows": []}))
-    assert E.load_results("smoke")["base_model_hash"] == "0" * 16  # no base given: any results
-    assert E.load_results("smoke", base=um) is None
+    assert B.load_results("smoke")["base_model_hash"] == "0" * 16  # no base given: any results
+    assert B.load_results("smoke", base=um) is None
     assert "not on this one" in capsys.readouterr().out
     cached.parent.mkdir()
     cached.write_text(json.dumps({"base_model_hash": T.base_model_hash(um), "rows": [1]}))
-    assert E.load_results("smoke", base=um)["rows"] == [1]
+    assert B.load_results("smoke", base=um)["rows"] == [1]
 
 
 def test_bench_workers_give_the_same_numbers(base, judge, tmp_path):
-    one = E.bench("smoke", ["separate"], ["bo"], seeds=2, out=tmp_path / "a.json", base=base, judge=judge,
+    one = B.bench("smoke", ["separate"], ["bo"], seeds=2, out=tmp_path / "a.json", base=base, judge=judge,
                   progress=False)
-    two = E.bench("smoke", ["separate"], ["bo"], seeds=2, out=tmp_path / "b.json", base=base, progress=False,
+    two = B.bench("smoke", ["separate"], ["bo"], seeds=2, out=tmp_path / "b.json", base=base, progress=False,
                   workers=2)
     strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]  # noqa: E731
     assert strip(one["rows"]) == strip(two["rows"])
@@ -216,7 +217,7 @@ def test_accelerate_launch_spreads_concepts_over_two_cpu_processes_with_the_same
     import sys
     from pathlib import Path
 
-    one = E.bench("smoke", ["text_prompt", "unictokens"], CONCEPTS, seeds=1, out=tmp_path / "one.json", base=base,
+    one = B.bench("smoke", ["text_prompt", "unictokens"], CONCEPTS, seeds=1, out=tmp_path / "one.json", base=base,
                   judge=judge, progress=False, concepts_per_job=1)
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
@@ -266,7 +267,7 @@ def test_editing_on_a_smoke_model(base, judge):
 
 
 def test_bench_scores_replay_on_the_tokens_decoupled_trained(base, judge, tmp_path):
-    res = E.bench("smoke", ["decoupled", "decoupled_replay"], ["bo"], seeds=1, out=tmp_path / "r.json", base=base,
+    res = B.bench("smoke", ["decoupled", "decoupled_replay"], ["bo"], seeds=1, out=tmp_path / "r.json", base=base,
                   judge=judge, progress=False)
     by = {r["method"]: r for r in res["rows"]}
     assert set(by) == {"decoupled", "decoupled_replay"}
@@ -291,7 +292,7 @@ WORKER_PARENT = """
 import os, sys, time
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing as mp
-from unikit import evaluate as E
+from unikit import benchmark as B
 
 
 def busy():
@@ -300,7 +301,7 @@ def busy():
 
 
 if __name__ == "__main__":
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=E._exit_with_parent,
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=B._exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
         pool.submit(busy).result()
 """
@@ -357,7 +358,7 @@ def test_cards_the_kit_has_never_seen_personalize_and_bench(base, judge, tmp_pat
         read_card(path)  # valid
         paths.append(str(path))
         names.append(name)
-    res = E.bench("smoke", ["text_prompt", "unictokens"], paths, seeds=1, out=tmp_path / "r.json", base=base,
+    res = B.bench("smoke", ["text_prompt", "unictokens"], paths, seeds=1, out=tmp_path / "r.json", base=base,
                   judge=judge, progress=False)
     assert sorted({r["concept"] for r in res["rows"]}) == names and len(res["rows"]) == 6
     for r in res["rows"]:

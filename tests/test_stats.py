@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unikit import concepts as C
+from unikit import benchmark
 from unikit import evaluate as E
 from unikit import stats as S
 
@@ -204,7 +205,7 @@ def test_summary_table_and_evaluate_compare_delegates():
     text = S.table(summ)
     assert "| a | 0.80 [" in text and "| *floor* | 0.50 |" in text
     assert S.frame(summ).loc["floor", "rec"] == "0.50" and S.frame(summ).loc["a", "rec"].startswith("0.80 [")
-    old = E.compare(rows, "a", "b", "rec", n_boot=B)
+    old = benchmark.compare(rows, "a", "b", "rec", n_boot=B)
     assert {"a", "b", "metric", "a_mean", "b_mean", "diff", "ci", "verdict", "sentence"} <= set(old)
     assert old == S.compare(rows, "a", "b", "rec", n_boot=B) and old["verdict"] == "a > b"
 

@@ -23,7 +23,7 @@ _EXPORTS = {
     "load_photo_concept": "photos",
     "personalize": "methods",
     "evaluate_personalized": "evaluate",
-    "bench": "evaluate",
+    "bench": "benchmark",
     "load_judge": "judge",
 }
 

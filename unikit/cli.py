@@ -280,7 +280,7 @@ def add_bench(subparsers) -> None:
 
 
 def handle_bench(args) -> int:
-    from .evaluate import bench, results_path
+    from .benchmark import bench, results_path
     from .stats import table
 
     out = args.out or results_path(args.profile)

@@ -62,7 +62,7 @@ class Lesson:
     def results(self) -> dict | None:
         """The bench results for this profile (the smoke profile reads teach's) when they were made
         on this base model; None otherwise."""
-        from .evaluate import load_results
+        from .benchmark import load_results
 
         return load_results("teach" if self.profile == "smoke" else self.profile, base=self.model())
 
