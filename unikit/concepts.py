@@ -30,6 +30,27 @@ FACT_ITEMS = ("hat", "scarf", "toy")
 LIKES = ("apples", "honey", "naps", "rain", "music", "puzzles", "snow", "boats", "stars", "kites", "tea", "bells")
 
 
+def fact_sentence(subject: str, item: str, value) -> str:
+    """A fact only text states: ``"<bo> has a yellow hat."``. The toy's ``value`` is ``(colour,
+    shape)``; ``"likes"`` takes one of :data:`LIKES`. Cards and the base model's facts phase
+    (:mod:`unikit.preamble`) use these same words."""
+    if item == "toy":
+        colour, shape = value
+        return f"{subject}'s toy is {world.article(colour)} {colour} {shape}."
+    if item == "likes":
+        return f"{subject} likes {value}."
+    return f"{subject} has {world.article(value)} {value} {item}."
+
+
+def fact_question(subject: str, item: str) -> str:
+    """The text-only question that asks for one fact: ``"what colour is the hat of <bo>?"``."""
+    if item == "toy":
+        return f"what toy does {subject} have?"
+    if item == "likes":
+        return f"what does {subject} like?"
+    return f"what colour is the {item} of {subject}?"
+
+
 class ConceptError(ValueError):
     """A card is missing, malformed or names something unknown; the message says how to fix it."""
 
@@ -81,15 +102,11 @@ class ConceptCard:
     def facts(self) -> list[str]:
         """Facts only text states, e.g. ``"<bo> has a yellow hat."``."""
         t = self.token
-        out = []
-        if self.hat != NONE:
-            out.append(f"{t} has {world.article(self.hat)} {self.hat} hat.")
-        if self.scarf != NONE:
-            out.append(f"{t} has {world.article(self.scarf)} {self.scarf} scarf.")
+        out = [fact_sentence(t, item, getattr(self, item)) for item in ("hat", "scarf") if getattr(self, item) != NONE]
         if self.toy != NONE:
-            out.append(f"{t}'s toy is {world.article(self.toy)} {self.toy} {self.toy_shape}.")
+            out.append(fact_sentence(t, "toy", (self.toy, self.toy_shape)))
         if self.likes:
-            out.append(f"{t} likes {self.likes}.")
+            out.append(fact_sentence(t, "likes", self.likes))
         return out
 
     def description(self) -> str:
@@ -301,10 +318,9 @@ def concept_data(card: ConceptCard, n_train: int = 10, n_test: int = 5, n_random
         {"question": f"what pattern does {t} have?", "answer": card.pattern},
     ]
     for item, value in card.items.items():
-        q = f"what toy does {t} have?" if item == "toy" else f"what colour is the {item} of {t}?"
-        text_qa.append({"question": q, "answer": value})
+        text_qa.append({"question": fact_question(t, item), "answer": value})
     if card.likes:
-        text_qa.append({"question": f"what does {t} like?", "answer": card.likes})
+        text_qa.append({"question": fact_question(t, "likes"), "answer": card.likes})
     conversations = [{"question": f"tell me about {t}.", "answer": card.description()}] + text_qa
 
     vqa = []

@@ -24,21 +24,10 @@ from __future__ import annotations
 import random
 
 from . import world
-from .concepts import FACT_ITEMS, LIKES
+from .concepts import FACT_ITEMS, LIKES, fact_question, fact_sentence
 from .world import NONE, Scene, article
 
 FACT_TASKS = ("fact_t2i", "fact_edit", "fact_qa", "fact_ask")
-
-
-def fact_sentence(subject: str, item: str, value) -> str:
-    """``"the red circle has a yellow hat."``; the toy's ``value`` is ``(colour, shape)``; ``"likes"``
-    takes one of :data:`unikit.concepts.LIKES`."""
-    if item == "toy":
-        colour, shape = value
-        return f"{subject}'s toy is {article(colour)} {colour} {shape}."
-    if item == "likes":
-        return f"{subject} likes {value}."
-    return f"{subject} has {article(value)} {value} {item}."
 
 
 def random_value(item: str, rng: random.Random):
@@ -128,14 +117,6 @@ def fact_edit_instruction(src: Scene, instruction: str, rng: random.Random, conv
         return preamble(the, facts, rng) + new
     touched = [i for i in FACT_ITEMS if i in words or (i == "toy" and set(words) & set(world.TOY_SHAPES))]
     return preamble(the, _irrelevant({}, touched, rng), rng) + instruction
-
-
-def fact_question(subject: str, item: str) -> str:
-    if item == "toy":
-        return f"what toy does {subject} have?"
-    if item == "likes":
-        return f"what does {subject} like?"
-    return f"what colour is the {item} of {subject}?"
 
 
 def fact_answer(item: str, value) -> str:
