@@ -206,9 +206,9 @@ TARGETS = {**{f"encoder_probe_{a}": 0.97 for a in world.ATTRIBUTES}, **{f"attrib
            "t2i_seen": 0.80, "edit": 0.60}
 """The base model's quality targets (``metrics.json`` keys; judge-scored on held-out scenes)."""
 
-SAMPLING_GRID = {"guidance": (1.25, 1.5, 2.0, 3.0), "temperature": (0.5, 0.75, 1.0)}
-"""What :func:`calibrate_sampling` tries (docs/notes/2026-12-03-sampling.md: guidance 3, the kit's
-old fixed setting, drew far worse than 1.5 on the ship4 model)."""
+SAMPLING_GRID = {"guidance": (1.25, 1.5, 2.0, 3.0), "temperature": (0.1, 0.25, 0.5, 0.75, 1.0)}
+"""What :func:`calibrate_sampling` tries (docs/notes/2026-12-03-sampling.md, 2026-12-04-cool-sampling.md).
+Greedy decoding is left out: stage 3 draws several images of one prompt."""
 CALIBRATION_SEED = 777  # validation scenes; the quality metrics use evaluate_base's 12345
 
 
