@@ -130,6 +130,26 @@ def test_phase_3_can_keep_the_understanding_encoder_frozen():
     assert any(not torch.equal(lm_before[k], v) for k, v in um.model.model.language_model.state_dict().items())
 
 
+def test_bf16_autocast_trains_fp32_weights_close_to_fp32_and_deterministically():
+    def run(precision):
+        um = M.build_model("smoke", seed=0)
+        corpus = P.build_corpus(um, 32, seed=0)
+        history = {}
+        P.train_lm(um, corpus, P.pretrain_config("smoke", lm_steps=4, precision=precision), history, progress=False)
+        return um, [row[-1] for row in history["lm"]]
+
+    fp32, fp32_losses = run("fp32")
+    bf16, bf16_losses = run("bf16")
+    again, again_losses = run("bf16")
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # weights and optimizer stay fp32
+    assert bf16_losses == again_losses  # deterministic for a seed
+    assert all(torch.equal(a, b) for a, b in zip(bf16.model.parameters(), again.model.parameters()))
+    assert bf16_losses != fp32_losses  # the forward pass really ran in bfloat16
+    assert bf16_losses == pytest.approx(fp32_losses, rel=0.05)  # ... and computed the same losses
+    with pytest.raises(P.PretrainError, match="precision='fp16'; choose one of fp32, bf16"):
+        P.pretrain_config("smoke", precision="fp16")
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
     real_train_lm = P.train_lm

@@ -73,6 +73,10 @@ class PretrainConfig:
                                                      "same": 1, "t2i": 3, "edit": 2, "fact_t2i": 3, "fact_edit": 2,
                                                      "fact_qa": 1, "fact_ask": 2})
     caption_dropout: float = 0.1
+    # "bf16": the encoder, alignment, model and facts phases compute under bfloat16 autocast
+    # (weights and optimizer state stay fp32); the tokenizer's convolutions gained nothing from it
+    # here (docs/notes/2026-12-04-bf16.md). "fp32": everything in float32.
+    precision: str = "fp32"
     checkpoint_every: int = 500
     track_every: int = 0  # every so many model steps, score yes/no per question kind (history["tracked"]); 0: off
     track_n: int = 100  # held-out questions per tracking
@@ -139,6 +143,13 @@ CONFIGS["ship5"] = dataclasses.replace(CONFIGS["ship4"], profile="ship5", facts_
                                                   "t2i": 2, "edit": 2, "fact_t2i": 4, "fact_edit": 3, "fact_qa": 2,
                                                   "fact_ask": 2})
 
+# ship6: ship5's recipe from nothing in one command, inside the 3-hour budget, with half as many
+# model steps again. ship5's lineage took about 254 min of wall time (the tokenizer and encoder
+# phases side by side at one thread, 79 min, then ship4 and the facts phase, 175 min). With
+# bfloat16 autocast a model step on two workers takes 0.145 s against 0.226 s (encoder and
+# alignment phases about 1.4x faster too; docs/notes/2026-12-04-bf16.md), which pays for
+# 36000 model steps (ship4's text-to-image loss was still falling at 24000).
+CONFIGS["ship6"] = dataclasses.replace(CONFIGS["ship5"], profile="ship6", precision="bf16", lm_steps=36000)
 
 class PretrainError(ValueError):
     """Bad pretraining input (unknown profile, an output directory holding something else)."""
@@ -158,7 +169,7 @@ def pretrain_config(profile: str, **overrides) -> PretrainConfig:
                             f"(the gpu profile loads Janus-Pro instead of pretraining)")
     cfg = dataclasses.replace(CONFIGS[profile], **overrides)
     for name, allowed in (("vision_init", VISION_INITS), ("vision_readout", tuple(VISION_READS)),
-                          ("lm_init", LM_INITS)):
+                          ("lm_init", LM_INITS), ("precision", PRECISIONS)):
         if getattr(cfg, name) not in allowed:
             raise PretrainError(f"{name}={getattr(cfg, name)!r}; choose one of {', '.join(allowed)}")
     return cfg
@@ -166,5 +177,6 @@ def pretrain_config(profile: str, **overrides) -> PretrainConfig:
 
 VISION_INITS = ("transformers", "fan_in")
 LM_INITS = ("transformers", "fan_in")
+PRECISIONS = ("fp32", "bf16")
 VISION_READS = {"aligner": ("aligner",), "encoder": ("encoder",), "both": ("aligner", "encoder")}
 """``vision_readout`` -> the outputs phase 2's heads read (the first is what ``vision_accuracy`` reports)."""

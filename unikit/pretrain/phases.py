@@ -15,7 +15,7 @@ from .config import PretrainConfig
 
 
 PHASES = ("vq", "vision", "align", "lm", "facts")  # in order; a checkpoint's "phase" is the one it is in
-VISION_SETTINGS = ("seed", "vision_steps", "vision_batch", "vision_lr", "vision_init", "vision_readout")
+VISION_SETTINGS = ("seed", "vision_steps", "vision_batch", "vision_lr", "vision_init", "vision_readout", "precision")
 # The settings each reusable phase's result depends on (besides the model's sizes and the world).
 PHASE_SETTINGS = {
     "vq": ("seed", "vq_steps", "vq_batch", "vq_lr", "vq_restart_every"),
@@ -55,8 +55,11 @@ def phase_settings(cfg: dict, phase: str) -> dict:
 
 def recorded_phase_settings(settings: dict) -> dict:
     """A ``phase.json`` record's settings as :func:`phase_settings` writes them today (records
-    written before :data:`PHASE_SIZES` hold every model size; only the phase's own count)."""
+    written before :data:`PHASE_SIZES` hold every model size, only the phase's own count; records
+    written before ``precision`` existed ran in float32)."""
     phase = settings["phase"]
+    if "precision" in PHASE_SETTINGS[phase]:  # records from before the setting ran in float32
+        settings = {"precision": "fp32", **settings}
     return {**settings, "model": {k: v for k, v in settings["model"].items() if k in PHASE_SIZES[phase]}}
 
 

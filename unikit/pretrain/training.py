@@ -26,6 +26,12 @@ def warmup_cosine(step: int, peak: float, total: int, warmup: int) -> float:
     return float(peak * min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * step / total)))
 
 
+def autocast(um: M.UnifiedModel, cfg: PretrainConfig):
+    """The context a phase's forward pass runs in: bfloat16 autocast on the model's device when
+    ``cfg.precision == "bf16"``, else a no-op."""
+    return torch.autocast(um.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for g in opt.param_groups:
         g["lr"] = lr
@@ -191,7 +197,8 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
         scenes = ctx.shard([world.random_scene(rng, item_prob=0.35) for _ in range(cfg.vision_batch)])
         labels = {a: torch.tensor([sc.labels()[a] for sc in scenes]) for a in VISION_ATTRIBUTES}
         set_lr(opt, warmup_cosine(step, cfg.vision_lr, cfg.vision_steps, warmup=50))
-        loss, logits = trainer(M.pixel_values(um, world.render_many(scenes)), labels)
+        with autocast(um, cfg):
+            loss, logits = trainer(M.pixel_values(um, world.render_many(scenes)), labels)
         if step >= cfg.vision_steps - 50:  # what the heads read right at the end, per attribute
             for a in VISION_ATTRIBUTES:
                 right[a] += int((logits[a].argmax(-1).cpu() == labels[a]).sum())
@@ -271,7 +278,8 @@ def train_align(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progress
         scenes = ctx.shard([world.random_scene(rng, item_prob=0.35) for _ in range(cfg.vision_batch)])
         labels = {a: torch.tensor([ALIGN_WORDS[a][0].index(sc.value(a)) for sc in scenes]) for a in word_ids}
         set_lr(opt, warmup_cosine(step, cfg.align_lr, cfg.align_steps, warmup=50))
-        loss, logits = trainer(M.pixel_values(um, world.render_many(scenes)), labels)
+        with autocast(um, cfg):
+            loss, logits = trainer(M.pixel_values(um, world.render_many(scenes)), labels)
         if step >= cfg.align_steps - 50:
             for a in word_ids:
                 right[a] += int((logits[a].argmax(-1) == labels[a]).sum())
@@ -352,7 +360,8 @@ def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: d
         set_lr(opt, warmup_cosine(step, cfg.lm_lr, cfg.lm_steps, warmup=cfg.warmup))
         batch = task_batch(task, corpus, cfg.lm_batch, rng, attributes, newest, paired=cfg.yesno_paired)
         drop = torch.rand(cfg.lm_batch, generator=gen) < cfg.caption_dropout
-        loss = trainer(task, shard_batch(ctx, batch), ctx.shard(drop))
+        with autocast(um, cfg):
+            loss = trainer(task, shard_batch(ctx, batch), ctx.shard(drop))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
