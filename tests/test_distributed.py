@@ -78,13 +78,18 @@ def test_finished_phases_from_a_probe_directory_are_reused_when_their_settings_m
     P.train_vq(um2, cfg, {}, progress=False)
     P.save_phase_weights(um2, "tokenizer", tmp_path / "vq")
     P.record_phase(tmp_path / "vq", cfg, "vq", command="test")
+    (tmp_path / "vq" / "log.json").write_text(json.dumps([{"step": 30, "minutes": 78.7}]))  # as probe_base writes it
     plan = P._plan(cfg, tmp_path / "b", False, [tmp_path / "probe", tmp_path / "vq"])
     assert plan["phase"] == "align" and set(plan["reuse"]) == {"vq", "vision"}
     built, metrics, _ = P.pretrain("smoke", out=tmp_path / "b", phases_from=[tmp_path / "probe", tmp_path / "vq"],
                                    progress=False, lm_steps=2)
     assert set(metrics["reused_phases"]) == {"vq", "vision"}
     assert all(torch.equal(v, built.vq.state_dict()[k]) for k, v in um2.vq.state_dict().items())
-    assert "--phases-from" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert "--phases-from" in card
+    # the reused phases' own wall time is in the card's total, not left out
+    own = json.loads((tmp_path / "b" / "metrics.json").read_text())["seconds"]
+    assert "tokenizer 78.7 min" in card and f"{(own + 78.7 * 60) / 60:.1f} min in all" in card
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["reused_phases"]["vq"] == str(tmp_path / "vq")
 
 

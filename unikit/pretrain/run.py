@@ -62,6 +62,13 @@ def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int =
     return M.load_model(out), json.loads((out / "metrics.json").read_text()), json.loads((out / "history.json").read_text())
 
 
+def probe_seconds(directory: Path) -> float:
+    """The wall time a probe directory's phase took (its ``log.json``'s last ``minutes``; 0 if unrecorded)."""
+    log = directory / "log.json"
+    rows = json.loads(log.read_text()) if log.is_file() else []
+    return 60.0 * float(rows[-1].get("minutes", 0.0)) if rows else 0.0
+
+
 def finished_model(directory: Path) -> bool:
     """Whether ``directory`` holds a finished pretraining run (what ``unikit pretrain --out`` writes)."""
     return (directory / "metrics.json").is_file() and (directory / "unikit.json").is_file()
@@ -152,7 +159,9 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
                     load_phase_state(um, "model", phase_state(M.load_model(source), "model"))
                     history.update(json.loads((Path(source) / "history.json").read_text()))
                     earlier = json.loads((Path(source) / "metrics.json").read_text())
-                    seconds["reused_run"] = earlier["seconds"]  # the wall time the reused model took
+                    # the wall time the reused model took, with what it reused in turn
+                    seconds["reused_run"] = earlier["seconds"] + sum(
+                        v for k, v in earlier.get("phase_seconds", {}).items() if k.startswith("reused_"))
             elif source == str(ckpt):
                 old, state = load_checkpoint(ckpt)
                 load_phase_state(um, PHASE_FILES[ph], phase_state(old, PHASE_FILES[ph]))
@@ -160,6 +169,7 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
                 seconds.update({k: v for k, v in state.get("seconds", {}).items() if k == PHASE_FILES[ph]})
             else:
                 load_phase_weights(um, PHASE_FILES[ph], Path(source) / f"{PHASE_FILES[ph]}.safetensors")
+                seconds[f"reused_{PHASE_FILES[ph]}"] = probe_seconds(Path(source))
             reused[ph] = source
     torch.manual_seed(cfg.seed)
 
@@ -286,6 +296,16 @@ def gate_tokenizer(um: M.UnifiedModel, judge, cfg: PretrainConfig, history: dict
     return quality
 
 
+def reused_time(own: float, phase_seconds: dict) -> str:
+    """The model card's account of reused phases' wall time, added to the run's own ``own`` seconds
+    (phases that once ran side by side are counted as if one after the other)."""
+    reused = {k[len("reused_"):]: v for k, v in phase_seconds.items() if k.startswith("reused_")}
+    if not reused:
+        return ""
+    parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in reused.items())
+    return f"; with the reused phases' own time ({parts}), {(own + sum(reused.values())) / 60:.1f} min in all"
+
+
 def model_card(um: M.UnifiedModel, cfg: PretrainConfig, metrics: dict, command: str) -> str:
     reused = ", ".join(f"{ph} (from {src})" for ph, src in (metrics.get("reused_phases") or {}).items()) or "none"
     table = M.parameter_table(um)
@@ -314,8 +334,7 @@ No personal concept was seen. Held-out shape+colour pairs:
 - command: `{command}`
 - seed: {cfg.seed}
 - wall time: {metrics['seconds'] / 60:.1f} min on {torch.get_num_threads()} CPU threads ({metrics['phase_seconds']}){
-    '' if 'reused_run' not in metrics['phase_seconds'] else
-    f"; with the reused run's {metrics['phase_seconds']['reused_run'] / 60:.1f} min, {(metrics['seconds'] + metrics['phase_seconds']['reused_run']) / 60:.1f} min in all"}
+    reused_time(metrics['seconds'], metrics['phase_seconds'])}
 - phases reused from earlier runs with the same settings: {reused}
 - model phase: {metrics.get('lm_steps_done', cfg.lm_steps)} of {cfg.lm_steps} steps{
     '' if metrics.get('lm_steps_done', cfg.lm_steps) >= cfg.lm_steps else ' (stopped early with --finish: the last checkpoint, scored as it was)'}
