@@ -27,7 +27,7 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_book(smoke_run, tmp_path_factory):
     """The book built once from the smoke run: the path of its ``index.html``."""
-    from unikit.run import build_book
+    from unikit.book import build_book
 
     out_dir, _ = smoke_run
     return build_book(executed_dir=out_dir, out_dir=tmp_path_factory.mktemp("book") / "book", quiet=True)

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from unikit import diagrams, methods
-from unikit.run import (BOOK_DIR, book_toc, build_book, find_notebooks,
-                        lesson_timings_markdown)
+from unikit.book import BOOK_DIR, book_toc, build_book, lesson_timings_markdown
+from unikit.run import find_notebooks
 
 BIB_KEYS = {"unictokens", "omnipersona", "yollava", "yochameleon", "myvlm",
             "textualinversion", "dreambooth", "janus", "januspro", "bagel", "showo",

@@ -12,7 +12,8 @@ import papermill
 import pytest
 
 from unikit import cli
-from unikit.run import NOTEBOOKS_DIR, RunError, build_book, find_notebooks
+from unikit.book import build_book
+from unikit.run import NOTEBOOKS_DIR, RunError, find_notebooks
 
 LESSONS = find_notebooks(NOTEBOOKS_DIR)
 ALL_NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))

@@ -65,7 +65,7 @@ def add_book(subparsers) -> None:
 
 
 def handle_book(args) -> int:
-    from .run import build_book
+    from .book import build_book
 
     build_book(executed_dir=args.executed, out_dir=args.out)
     return 0

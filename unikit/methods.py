@@ -41,6 +41,7 @@ from . import stages as S
 from . import token_files
 from . import tokens as T
 from .concepts import ConceptCard, as_concept
+from .trajectory import TokenRecorder
 
 
 class MethodError(ValueError):
@@ -59,7 +60,7 @@ class Personalized:
     seconds: float = 0.0
     replay: bool = False  # knowledge replay before generation
     # UniCTokens: every concept's rows every few steps through its stages, kept in its checkpoint
-    trajectory: S.TokenRecorder | None = None
+    trajectory: TokenRecorder | None = None
 
     def generation_request(self, um, name: str, prompt: str):
         """``(prompt to generate from, ReplayTrace or None)``: with replay, the request is first
@@ -166,18 +167,18 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
     """UniCTokens' three stages, with a checkpoint of every concept's tokens after each stage;
     with ``checkpoint`` (a directory) an interrupted run resumes after its last finished stage.
     ``stop_after`` (1 or 2) stops early: the lessons run one stage each. The result's
-    ``trajectory`` (a :class:`~unikit.stages.TokenRecorder`: every concept's rows at the start and
+    ``trajectory`` (a :class:`~unikit.trajectory.TokenRecorder`: every concept's rows at the start and
     every few steps of each stage) is saved with each stage, so a run loaded from its checkpoint
     still shows the path its tokens took."""
     sizes = T.default_group_sizes(um)
     names = [c.name for c in cards]
     curves = {}
-    trajectory = S.TokenRecorder()  # the tokens' path, saved with each stage's checkpoint
+    trajectory = TokenRecorder()  # the tokens' path, saved with each stage's checkpoint
     done = min(_finished_stage(checkpoint, names), stop_after)
     if done:
         cts = {n: token_files.load_concept_tokens(um, Path(checkpoint) / f"{n}.stage{done}.safetensors") for n in names}
         curves = json.loads((Path(checkpoint) / f"curves.stage{done}.json").read_text())
-        trajectory = S.TokenRecorder.load(Path(checkpoint) / f"trajectory.stage{done}.safetensors")
+        trajectory = TokenRecorder.load(Path(checkpoint) / f"trajectory.stage{done}.safetensors")
         print(f"{'loaded' if done == stop_after else 'resuming'} unictokens after stage {done} from {checkpoint}")
     else:
         cts = add_token_groups(um, cards, {"shared": sizes["shared"]}, pdata, init={"shared": "kmeans_images"})

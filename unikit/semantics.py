@@ -63,7 +63,7 @@ def rows_semantics(um, rows: torch.Tensor, card) -> dict[str, float]:
 
 
 def lean_over_training(um, recorder, cards):
-    """:func:`rows_semantics` of every snapshot a :class:`~unikit.stages.TokenRecorder` kept:
+    """:func:`rows_semantics` of every snapshot a :class:`~unikit.trajectory.TokenRecorder` kept:
     a DataFrame with ``order, stage, step, concept, tok_identity, tok_mark``."""
     import pandas as pd
 

@@ -7,7 +7,7 @@ test can check it.
 (``[k, D]`` per group). :func:`token_map` projects them to 2-D together with the model's own
 vectors (word rows, and the VQ image tokens as the generation path embeds them) by PCA,
 UMAP or t-SNE; :func:`plot_token_map` colours them by concept, group or stage. A
-:class:`~unikit.stages.TokenRecorder` passed as ``on_step`` to the training functions keeps
+:class:`~unikit.trajectory.TokenRecorder` passed as ``on_step`` to the training functions keeps
 snapshots (every UniCTokens run keeps one as ``trajectory``), so :func:`plot_token_trajectories`
 draws each token's path through the stages.
 :func:`nearest_neighbours` lists the closest words and image tokens of every learned token;
@@ -27,7 +27,7 @@ capture, rollout and its figures).
 
 from __future__ import annotations
 
-from ..stages import TokenRecorder, TokenSnapshot  # noqa: F401  (the recorder lives with training)
+from ..trajectory import TokenRecorder, TokenSnapshot  # noqa: F401
 from .images import (judge_titles, plot_pretraining_curves, plot_token_grids, show_images,
                      show_rows, VizError)  # noqa: F401
 from .embeddings import (cosine_heatmap, cosine_matrix, image_token_rows, nearest_neighbours,

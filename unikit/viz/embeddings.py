@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import model as M
-from ..stages import TokenRecorder
+from ..trajectory import TokenRecorder
 from .images import VizError
 
 
