@@ -101,13 +101,8 @@ def _init_fan_in(modules, attentions, seed: int) -> None:
 def init_vision_fan_in(um: M.UnifiedModel, seed: int) -> None:
     """Re-initialise the understanding encoder (vision model + aligner) for training from scratch
     at this small width: every linear and conv layer at PyTorch's default fan-in scale, attention
-    q/k/v with Xavier, position embeddings as the library set them.
-
-    Why (measured in this kit, 1000 phase-2 steps, 1000 fresh renders): transformers'
-    normal(0, 0.02) suits widths of 1000 and more; at width 128 it leaves the attention logits
-    near zero and the residual branches small. With it, heads on the aligner read shape 36% of
-    the time (chance 25%); with this init they read 42%, and heads on the encoder's own outputs
-    70% (see ``vision_readout``)."""
+    q/k/v with Xavier, position embeddings as the library set them (transformers' normal(0, 0.02)
+    leaves attention logits near zero at width 128: docs/notes/2026-12-04-init-and-readout.md)."""
     janus = um.model.model
     _init_fan_in([*janus.vision_model.modules(), *janus.aligner.modules()],
                  [layer.self_attn for layer in janus.vision_model.encoder.layers], seed + 7)
@@ -116,19 +111,8 @@ def init_vision_fan_in(um: M.UnifiedModel, seed: int) -> None:
 def init_language_fan_in(um: M.UnifiedModel, seed: int) -> None:
     """Re-initialise the language model's linear layers and its text head (``lm_head``) the
     same way as :func:`init_vision_fan_in` (fan-in scale, Xavier q/k/v); the token embeddings,
-    norms and the generation path keep the library's init.
-
-    Why (measured in this kit: a fresh language model on the shipped understanding encoder,
-    yes/no questions only, batch 32, lr 1.5e-3): with transformers' init the answers stayed on
-    the coin-flip plateau except "is the background X?"; with this init "is the background X?"
-    left it after 84 steps and "is the object <colour>?" after 321 (0.72 right at step 750),
-    while with transformers' init colour was still at 0.47 after 1000 steps. Shape stayed near
-    chance with either init. In a full teach run, though (with ``yesno_steps=1000``,
-    ``yesno_newest=0.75``, ``perception_steps=1500``, ``lm_steps=6500``, "attribute" in both
-    mixes), every other task fell behind the shipped model's run: mean losses over steps
-    4500-5000 were VQA 0.50 vs 0.15, caption 0.52 vs 0.16, text-to-image 3.37 vs 2.70, while
-    recognition and same-object stayed on the plateau (0.349 vs 0.347). So the teach profile
-    keeps transformers' init for the language model."""
+    norms and the generation path keep the library's init. No profile uses it: faster on yes/no
+    alone, worse in a full run (docs/notes/2026-12-04-init-and-readout.md)."""
     lm = um.model.model.language_model
     _init_fan_in([*lm.modules(), um.model.lm_head], [layer.self_attn for layer in lm.layers], seed + 13)
 
@@ -143,21 +127,14 @@ def train_vision(um: M.UnifiedModel, cfg: PretrainConfig, history: dict, progres
                  on_step=None, ctx: Context = Context()) -> None:
     """Phase 2: the understanding encoder (vision model + aligner) learns to see the world.
 
-    Janus-Pro's understanding encoder is a pretrained SigLIP; here it starts from scratch,
-    and the language model's answer loss alone teaches it slowly (measured in this kit: after
-    1000 understanding steps, a linear probe read the body colour from the aligner's output of
-    the body's own patch only 75% of the time, against 100% from the raw patch embedding). So
-    the encoder first learns on its own: the *mean* of its outputs ``[B, D]`` (the aligner's,
-    or the encoder's own with ``vision_readout="encoder"``) feeds one linear head per attribute
+    Janus-Pro's understanding encoder is a pretrained SigLIP; here it starts from scratch, and
+    the answer loss alone teaches it slowly (docs/notes/2026-12-04-init-and-readout.md). So the
+    encoder first learns on its own: the *mean* of its outputs ``[B, D]`` (the aligner's, the
+    encoder's own with ``vision_readout="encoder"``, or both) feeds one linear head per attribute
     of :data:`VISION_ATTRIBUTES` (shape, colour, pattern, background, mark, mark colour, items),
     cross-entropy on the renderer's exact labels. The heads are thrown away; what stays is an
     encoder whose every output summarises the scene, mark included. Fresh generic renders each
     step, held-out shape+colour pairs excluded.
-
-    Measured here (1000 steps, 1000 fresh renders): with transformers' init and the aligner
-    read, shape 0.36, mark 0.49 (chance 0.25 and 0.2); with ``vision_init="fan_in"``
-    (:func:`init_vision_fan_in`) and the encoder read, shape 0.70, mark 0.74; with both read
-    (the teach profile: the aligner learns too), the aligner's heads read shape 0.62, mark 0.68.
     ``history["vision"]``: ``[step, loss]`` rows; ``history["vision_accuracy"]``: per attribute,
     the fraction the heads read right over the last 50 steps (a probe of what the encoder sees).
     """
