@@ -18,12 +18,12 @@ import time
 def timed_stages(profile: str, concept: str, threads: int) -> dict:
     import torch
 
-    from unikit import methods, model, stages, tokens
+    from unikit import methods, model, profiles, stages, tokens
     from unikit.concepts import load_concept
 
     torch.set_num_threads(threads)
     um = model.load_model()
-    sched = stages.schedule(profile)
+    sched = profiles.schedule(profile)
     card = load_concept(concept)
     out = {}
     t = time.time()

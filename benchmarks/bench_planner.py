@@ -26,13 +26,13 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from unikit import model, planner, stages, tokens
+from unikit import model, planner, profiles, stages, tokens
 from unikit.concepts import load_concept
 
 method, steps = sys.argv[1], int(sys.argv[2])
 torch.manual_seed(0)
 um = model.load_model()
-sched = stages.schedule("teach")
+sched = profiles.schedule("teach")
 card = load_concept("bo")
 sizes = tokens.default_group_sizes(um)
 est = planner.plan(um.model.config, sched, method, 1, "cpu", "float32", group_sizes=sizes)
@@ -97,9 +97,9 @@ def main() -> int:
     print(f"time_ratio={t_ratio:.2f}")
     print(f"memory_ratio={m_ratio:.2f}")
 
-    from unikit import planner, stages
+    from unikit import planner, profiles
 
-    sched = stages.schedule("gpu")
+    sched = profiles.schedule("gpu")
     for size in JANUS_PRO:
         for method in ("unictokens", "decoupled"):
             p = planner.plan(janus_pro_config(size), sched, method, 1, "meta", "bfloat16", "sdpa",
@@ -111,10 +111,10 @@ def main() -> int:
 
 def gpu_table(gpus=((24, 50), (80, 150))) -> int:
     """Janus-Pro-1B/7B x every training method x two GPUs: peak GiB, s/step, minutes per run (gpu schedule)."""
-    from unikit import planner, stages
+    from unikit import planner, profiles
     from unikit.methods import METHODS
 
-    sched = stages.schedule("gpu")
+    sched = profiles.schedule("gpu")
     print(f"{'model':>14} {'method':>18} " + " ".join(f"{f'{g} GiB: peak GiB, s/step, min':>34}" for g, _ in gpus))
     for size in JANUS_PRO:
         for method in [m for m in METHODS if m not in ("text_prompt", "oracle_text")]:

@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--profile", default="teach")
     ap.add_argument("--base", default=None)
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="schedule overrides (stages.Schedule)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="schedule overrides (profiles.Schedule)")
     ap.add_argument("--parts", nargs="+", default=["understanding", "generation"])
     args = ap.parse_args()
     overrides = {}
@@ -48,7 +48,7 @@ def main() -> int:
     from unikit import runtime
     from unikit.evaluate import evaluate_personalized
     from unikit.methods import personalize
-    from unikit.stages import schedule
+    from unikit.profiles import schedule
 
     runtime.setup(0, "cpu")
     judge = J.load_judge(progress=False)

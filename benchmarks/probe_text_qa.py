@@ -17,7 +17,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", default="teach")
     ap.add_argument("--base", default=None)
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=INT", help="schedule overrides (stages.Schedule)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=INT", help="schedule overrides (profiles.Schedule)")
     args = ap.parse_args()
     overrides = {}
     for item in args.set:

@@ -10,7 +10,7 @@ import torch
 from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
 
 from unikit import evaluate as E
-from unikit import formats, janus_pro
+from unikit import formats, janus_pro, profiles
 from unikit import methods as P
 from unikit import model as M
 from unikit import tokens as T
@@ -28,7 +28,7 @@ def test_it_loads_through_the_public_loader_with_janus_pros_geometry(pro):
     um = M.load_model(pro)
     assert (um.image_size, um.num_image_tokens, um.gen_grid, um.num_gen_tokens) == (384, 576, 24, 576)
     assert um.profile is None and formats.uses_chat_template(um)
-    assert T.default_group_sizes(um) == T.GROUP_SIZES["gpu"]  # the papers' sizes: 16 + 8 + 8 (+ identifier)
+    assert T.default_group_sizes(um) == profiles.GROUP_SIZES["gpu"]  # the papers' sizes: 16 + 8 + 8 (+ identifier)
     assert not (pro / M.INFO_FILE).exists()  # nothing kit-specific: a Janus-Pro snapshot looks the same
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from unikit import lesson, runtime
+from unikit import lesson, profiles
 from unikit import model as M
 
 
@@ -19,7 +19,7 @@ def test_setup_loads_fresh_copies_on_the_device_in_the_dtype(tmp_path):
 def test_gpu_profile_defaults_to_janus_pro_and_bad_parameters_are_refused():
     assert lesson.setup("gpu", device="cpu").base == lesson.GPU_BASE
     assert lesson.setup("teach", device="cpu").base is None  # the shipped base model
-    with pytest.raises(runtime.ProfileError, match="choose one of smoke, teach, gpu"):
+    with pytest.raises(profiles.ProfileError, match="choose one of smoke, teach, gpu"):
         lesson.setup("laptop")
     with pytest.raises(ValueError, match="choose one of float32, bfloat16, float16"):
         lesson.setup("smoke", device="cpu", dtype="double")

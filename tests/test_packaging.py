@@ -70,7 +70,7 @@ def test_unikit_threads_sets_torch_threads_and_a_bad_value_is_named(monkeypatch)
         monkeypatch.setenv("UNIKIT_THREADS", "1")
         assert runtime.set_threads() == 1 == torch.get_num_threads()
         monkeypatch.setenv("UNIKIT_THREADS", "two")
-        with pytest.raises(runtime.ProfileError, match="UNIKIT_THREADS='two'.*whole number"):
+        with pytest.raises(runtime.ThreadsError, match="UNIKIT_THREADS='two'.*whole number"):
             runtime.set_threads()
     finally:
         torch.set_num_threads(before)

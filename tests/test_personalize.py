@@ -16,6 +16,7 @@ from unikit import evaluate as E
 from unikit import methods as P
 from unikit import model as M
 from unikit import replay as R
+from unikit import profiles
 from unikit import stages as S
 from unikit import tokens as T
 from unikit.concepts import load_concept
@@ -72,7 +73,7 @@ def test_every_method_runs_and_is_scored(method, base, judge):
 
 def test_unictokens_stages_add_groups_in_order_and_freeze_earlier_ones(base):
     um = M.load_model(base)
-    sched = S.schedule("smoke")
+    sched = profiles.schedule("smoke")
     card_data = [S.personal_data(um, load_concept("bo"), sched)]
     ct = T.add_concept(um, "bo", groups={"shared": 2})
     S.train_stage_1_understanding(um, [ct], card_data, sched)
@@ -132,8 +133,8 @@ def test_bad_input_gets_clear_errors(base):
         P.personalize(um, ["nobody"], "separate", "smoke")
     with pytest.raises(P.MethodError, match="listed twice"):
         P.personalize(um, ["bo", "bo"], "separate", "smoke")
-    with pytest.raises(S.StageError, match="unknown profile"):
-        S.schedule("huge")
+    with pytest.raises(profiles.ProfileError, match="unknown profile 'huge'; choose one of smoke, teach, gpu"):
+        profiles.schedule("huge")
 
 
 def test_replay_trace_and_fallback(base):
@@ -244,7 +245,7 @@ def test_decoupled_layout_tasks_use_only_their_group_and_train_alone(base):
         words = set(re.findall(r"<[^>]+>", text))
         used = {g for g, names in ct.groups.items() if g != "identifier" and words & set(names)}
         assert used == {task}, (task, text)
-    sched = S.schedule("smoke")
+    sched = profiles.schedule("smoke")
     pdata = [S.personal_data(um, load_concept("bo"), sched, n_edits=3)]
     others = {g: [p.detach().clone() for p in ct.parameters(groups=(g,))] for g in ("identifier", "understanding", "editing")}
     S.train_tokens(um, [ct], pdata, steps=3, train_groups=("generation",), weights={"generation": 1.0},
@@ -273,7 +274,7 @@ def test_bench_scores_replay_on_the_tokens_decoupled_trained(base, judge, tmp_pa
     assert set(by) == {"decoupled", "decoupled_replay"}
     um = M.load_model(base)  # the replay row equals a separate replay run (same seed, same training)
     pers = P.personalize(um, ["bo"], "decoupled_replay", "smoke", seed=0)
-    alone = E.evaluate_personalized(um, pers, judge, n_images=1, guidance=S.schedule("smoke").guidance, seed=1000)[0]
+    alone = E.evaluate_personalized(um, pers, judge, n_images=1, guidance=profiles.schedule("smoke").guidance, seed=1000)[0]
     assert {k: by["decoupled_replay"][k] for k in E.METRICS} == {k: alone[k] for k in E.METRICS}
 
 

@@ -13,7 +13,7 @@ from unikit import concepts as C
 from unikit import evaluate as E
 from unikit import methods as P
 from unikit import model as M
-from unikit import photos, stages, unifybench
+from unikit import photos, profiles, stages, unifybench
 from unikit.scorers import ScorerError, load_scorers
 
 torch.set_num_threads(1)
@@ -151,7 +151,7 @@ def test_photo_concepts_are_scored_by_the_real_image_scorers(base, folder, score
 def test_editing_triplets_of_a_photo_concept_come_from_its_photos(base, folder):
     um = M.load_model(base)
     pc = photos.load_photo_concept(folder, um.image_size)
-    pd = stages.personal_data(um, pc, stages.schedule("smoke"), seed=0, n_edits=3)
+    pd = stages.personal_data(um, pc, profiles.schedule("smoke"), seed=0, n_edits=3)
     assert len(pd.edits) == 3 and pd.data is None
     src, instr, codes = pd.edits[0]
     assert src.shape == (32, 32, 3) and instr == "replace the object with <pip>" and codes.shape == (8, 8)
@@ -210,7 +210,7 @@ def test_bad_photo_folders_get_errors_that_name_the_fix(folder, tmp_path, base):
     (words / "card.json").write_text(json.dumps({**CARD, "class": "dog"}))
     um = M.load_model(base)
     with pytest.raises(M.OutOfVocabularyError, match="dog"):
-        stages.personal_data(um, photos.load_photo_concept(words, 32), stages.schedule("smoke"))
+        stages.personal_data(um, photos.load_photo_concept(words, 32), profiles.schedule("smoke"))
     with pytest.raises(ScorerError, match="KIND=DIR"):
         load_scorers(["clip"])
     (tmp_path / "config.json").write_text('{"model_type": "clip"}')

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unikit import model as M
-from unikit import planner, stages, tokens
+from unikit import planner, profiles, tokens
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +17,14 @@ def tiny(tmp_path_factory):
 
 
 def make(tiny, **kw):
-    args = dict(sched=stages.schedule("teach"), method="unictokens", concepts=1, available=2**34, throughput=1e10)
+    args = dict(sched=profiles.schedule("teach"), method="unictokens", concepts=1, available=2**34, throughput=1e10)
     return planner.plan(tiny, **{**args, **kw})
 
 
 def test_plan_reads_the_config_alone_and_counts_parameters_exactly(tiny):
     um = M.load_model(tiny)
     p = make(tiny)
-    sched = stages.schedule("teach")
+    sched = profiles.schedule("teach")
     assert p.weights >= sum(t.numel() for t in um.model.parameters()) * 4
     assert p.fits and p.seconds_per_step > 0 and p.steps == sched.stage1_steps + sched.stage2_steps + sched.stage3_steps
     assert "fits" in str(p) and "unictokens" in str(p)

@@ -33,7 +33,7 @@ def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], bas
     ``also``: inference variants of ``method`` (:data:`INFERENCE_VARIANTS`) scored on the same tokens."""
     from .judge import load_judge
     from .methods import personalize
-    from .stages import schedule
+    from .profiles import schedule
 
     if threads:
         torch.set_num_threads(threads)

@@ -139,10 +139,9 @@ def lesson_timings_markdown(summary_path, lessons: list[Path]) -> str:
 
 
 def schedules_markdown() -> str:
-    """The personalization schedules (:data:`unikit.stages.SCHEDULES`) and token-group
-    sizes (:data:`unikit.tokens.GROUP_SIZES`) of every profile, as a markdown table."""
-    from .stages import SCHEDULES
-    from .tokens import GROUP_SIZES
+    """The personalization schedules (:data:`unikit.profiles.SCHEDULES`) and token-group
+    sizes (:data:`unikit.profiles.GROUP_SIZES`) of every profile, as a markdown table."""
+    from .profiles import GROUP_SIZES, SCHEDULES
 
     fields = [("stage1_steps", "stage 1 steps"), ("stage2_steps", "stage 2 steps"),
               ("stage3_steps", "stage 3 steps"), ("joint_steps", "joint steps"),
@@ -159,7 +158,7 @@ def schedules_markdown() -> str:
     for group in ("shared", "understanding", "generation", "editing"):
         values = [str(GROUP_SIZES.get(p, {}).get(group, "")) for p in profiles]
         lines.append(f"| {group} tokens | " + " | ".join(values) + " |")
-    return ("Written from `unikit.stages.SCHEDULES` and `unikit.tokens.GROUP_SIZES` when "
+    return ("Written from `unikit.profiles.SCHEDULES` and `unikit.profiles.GROUP_SIZES` when "
             "this book was built:\n\n" + "\n".join(lines) + "\n")
 
 

@@ -15,7 +15,8 @@ import argparse
 import os
 import sys
 
-from .runtime import PROFILES, set_threads
+from .profiles import PROFILES
+from .runtime import set_threads
 
 
 # --------------------------------------------------------------------------- run
@@ -217,7 +218,7 @@ def handle_personalize(args) -> int:
     from .photos import is_concept_folder
     from .planner import check, plan
     from .runtime import parse_dtype, pick_device
-    from .stages import schedule
+    from .profiles import schedule
     from .token_files import save_concept_tokens
     from .tokens import default_group_sizes
 

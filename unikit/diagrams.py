@@ -9,7 +9,7 @@ the staged book source (``figures/``), so no image in the book is drawn by hand:
 - :func:`draw_token_layouts` -- which token rows each layout adds and which of them every
   task's prompt uses (prompts written by :class:`unikit.tokens.ConceptTokens` itself);
 - :func:`draw_unictokens_stages` -- UniCTokens' three stages as data flows (steps from
-  :data:`unikit.stages.SCHEDULES`);
+  :data:`unikit.profiles.SCHEDULES`);
 - :func:`draw_knowledge_replay` -- OmniPersona's four replay steps (strings from
   :mod:`unikit.replay` and the concept card of ``<bo>``).
 """
@@ -26,8 +26,8 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from . import replay, world
 from .concepts import load_concept
 from .model import PROFILES
-from .stages import SCHEDULES
-from .tokens import GROUP_LETTERS, GROUP_SIZES, ConceptTokens
+from .profiles import GROUP_SIZES, SCHEDULES
+from .tokens import GROUP_LETTERS, ConceptTokens
 
 GROUP_COLOURS = {"identifier": "#f2c14e", "shared": "#8fb9e3", "understanding": "#7fc8a9",
                  "generation": "#f19c79", "editing": "#c3a6e0"}

@@ -13,6 +13,7 @@ from . import stages as S
 from .concepts import as_concept
 from .evaluate import evaluate_personalized
 from .methods import MethodError, Personalized, add_token_groups, joint_layout
+from .profiles import schedule
 
 
 def measure_interference(um, concepts: Sequence, layout: str, profile: str = "teach", seed: int = 0, judge=None,
@@ -31,7 +32,7 @@ def measure_interference(um, concepts: Sequence, layout: str, profile: str = "te
     if layout not in ("coupled", "decoupled"):
         raise MethodError(f"layout {layout!r}: choose coupled or decoupled")
     cards = [as_concept(c, um.image_size) for c in concepts]
-    sched = S.schedule(profile)
+    sched = schedule(profile)
     pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits) for c in cards]
     groups, p = joint_layout(um, layout)
     cts = add_token_groups(um, cards, groups, pdata)

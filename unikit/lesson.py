@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from . import runtime
+from .profiles import check_profile
 
 GPU_BASE = "deepseek-community/Janus-Pro-1B"
 
@@ -40,8 +41,8 @@ class Lesson:
 
     @functools.cached_property
     def schedule(self):
-        """The profile's ``stages.Schedule``."""
-        from .stages import schedule
+        """The profile's ``profiles.Schedule``."""
+        from .profiles import schedule
 
         return schedule(self.profile)
 
@@ -74,6 +75,6 @@ class Lesson:
 
 def setup(profile: str, seed: int = 0, device: str = "auto", base: str = "", dtype: str = "float32") -> Lesson:
     """Check the profile, seed everything, pick the device (``runtime.setup``) and the base model."""
-    runtime.check_profile(profile)
+    check_profile(profile)
     dev = runtime.setup(seed, device)
     return Lesson(profile, seed, dev, runtime.parse_dtype(dtype), base or (GPU_BASE if profile == "gpu" else None))

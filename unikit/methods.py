@@ -41,6 +41,7 @@ from . import stages as S
 from . import token_files
 from . import tokens as T
 from .concepts import ConceptCard, as_concept
+from .profiles import schedule
 from .trajectory import TokenRecorder
 
 
@@ -336,7 +337,7 @@ def personalize(um: M.UnifiedModel, concepts: Sequence, method: str, profile: st
         raise MethodError("no concepts given")
     if len({c.name for c in cards}) != len(cards):
         raise MethodError(f"a concept is listed twice: {[c.name for c in cards]}")
-    sched = S.schedule(profile, **schedule_overrides)
+    sched = schedule(profile, **schedule_overrides)
     if checkpoint == "cache":
         from .cache import artifact_dir
         import dataclasses

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .runtime import parse_dtype
-from .tokens import GROUP_SIZES
+from .profiles import GROUP_SIZES
 
 BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 # the share of the measured matmul throughput a whole training step reaches (small kernels,
@@ -178,7 +178,7 @@ def plan(config, sched, method: str = "unictokens", concepts: int = 1, device="c
     """Estimate a personalization run of ``method`` (its heaviest stage) on ``concepts`` concepts.
 
     ``config``: a ``JanusConfig`` (``um.model.config``) or a checkpoint directory. ``sched``: a
-    ``stages.Schedule``. ``available``: bytes free (default: read from the device; None: unknown).
+    ``profiles.Schedule``. ``available``: bytes free (default: read from the device; None: unknown).
     ``throughput``: FLOP/s (default: measured on the device, about a second).
     """
     inputs = dict(config=config, sched=sched, method=method, concepts=concepts, device=device, dtype=dtype,

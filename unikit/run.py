@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .cache import write_json
-from .runtime import check_profile
+from .profiles import check_profile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"

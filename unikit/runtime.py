@@ -1,12 +1,10 @@
-"""One place for seeds, threads, devices and profiles.
+"""One place for seeds, threads, devices and weight precisions.
 
 Every notebook starts with ``device = setup(SEED, DEVICE)``: it seeds Python, NumPy and
 torch, turns on deterministic kernels, and picks the device, so the same seed gives
 the same numbers on the CPU.
 
-Profiles size the work: ``smoke`` (CI: seconds per notebook, proves it runs),
-``teach`` (the default: meaningful results on a 2-core laptop) and ``gpu``
-(real Janus-Pro on an accelerator).
+Profiles, which size the work, are in :mod:`unikit.profiles`.
 """
 
 from __future__ import annotations
@@ -17,11 +15,8 @@ import random
 import numpy as np
 import torch
 
-PROFILES = ("smoke", "teach", "gpu")
-
-
-class ProfileError(ValueError):
-    """An unknown profile name."""
+class ThreadsError(ValueError):
+    """A thread count that is not a whole number."""
 
 
 class DtypeError(ValueError):
@@ -30,12 +25,6 @@ class DtypeError(ValueError):
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
-
-
-def check_profile(profile: str) -> str:
-    if profile not in PROFILES:
-        raise ProfileError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    return profile
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -82,7 +71,7 @@ def set_threads(threads: int | None = None) -> int:
     try:
         n = int(raw)
     except ValueError:
-        raise ProfileError(f"UNIKIT_THREADS={raw!r}: give a whole number of threads, e.g. UNIKIT_THREADS=1") from None
+        raise ThreadsError(f"UNIKIT_THREADS={raw!r}: give a whole number of threads, e.g. UNIKIT_THREADS=1") from None
     if n > 0:
         torch.set_num_threads(n)
     return torch.get_num_threads()

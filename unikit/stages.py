@@ -23,7 +23,6 @@ with its own loss curve and checkpoint:
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -36,7 +35,7 @@ from . import model as M
 from . import vq as V
 from . import world
 from .concepts import ConceptCard, ConceptData, concept_data
-from .formats import JANUS_PRO_GUIDANCE
+from .profiles import Schedule
 
 TASKS = ("understanding", "generation", "editing")
 OnStep = Callable[[str, int, float, object], None]
@@ -45,47 +44,6 @@ OnStep = Callable[[str, int, float, object], None]
 
 class StageError(ValueError):
     """A training request the concept's data or tokens cannot serve."""
-
-
-# --------------------------------------------------------------------------- schedules by profile
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Steps and sizes of personalization in one profile."""
-
-    stage1_steps: int
-    stage2_steps: int
-    stage3_steps: int
-    batch: int  # examples per concept per task per step
-    lr: float
-    n_generated: int  # images generated between stage 2 and 3 (per concept)
-    augment_copies: int  # augmented variants of each training image for generation
-    eval_images: int  # generated images per prompt in evaluation
-    joint_steps: int = 0  # one end-to-end stage (coupled / decoupled layouts)
-    n_edits: int = 12  # editing triplets per concept for joint training
-    l_gen: float = 1.0  # loss weights of the joint stage: text CE + l_gen * generation + l_edit * editing
-    l_edit: float = 0.5
-    weight_decay: float = 0.0
-    guidance: float | None = None  # None: the base model's own (model.sampling)
-
-
-SCHEDULES = {
-    "smoke": Schedule(3, 3, 3, batch=2, lr=5e-3, n_generated=2, augment_copies=1, eval_images=1, joint_steps=3,
-                      n_edits=3),
-    # stage 2 at 300 steps, not 150: on the ship5 base, bo's gen_identity over six seeds went 0.458 -> 0.583
-    # (paired +0.125, not significant at that size; docs/notes/2026-12-03-ship5-run.md)
-    "teach": Schedule(100, 300, 80, batch=4, lr=5e-3, n_generated=16, augment_copies=4, eval_images=4,
-                      joint_steps=150),
-    "gpu": Schedule(400, 600, 300, batch=8, lr=1e-3, n_generated=20, augment_copies=8, eval_images=4,
-                    joint_steps=2000, guidance=JANUS_PRO_GUIDANCE),
-}
-
-
-def schedule(profile: str, **overrides) -> Schedule:
-    if profile not in SCHEDULES:
-        raise StageError(f"unknown profile {profile!r}; choose one of {', '.join(SCHEDULES)}")
-    return dataclasses.replace(SCHEDULES[profile], **overrides)
 
 
 # --------------------------------------------------------------------------- a concept's training data

@@ -42,13 +42,9 @@ from typing import Sequence
 import torch
 
 from .base_identity import base_model_hash, base_size_from_tokenizer, base_vocab_size
+from .profiles import GROUP_SIZES
 
 GROUPS = ("identifier", "shared", "understanding", "generation", "editing")
-GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 16 per task); teach scales down
-    "smoke": {"shared": 2, "understanding": 1, "generation": 1, "editing": 1},
-    "teach": {"shared": 8, "understanding": 4, "generation": 4, "editing": 4},
-    "gpu": {"shared": 16, "understanding": 8, "generation": 8, "editing": 8},
-}
 INITS = ("class_word", "mean", "kmeans_images", "kmeans_codes")
 GROUP_LETTERS = {"shared": "s", "understanding": "u", "generation": "g", "editing": "e"}
 
