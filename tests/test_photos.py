@@ -13,7 +13,7 @@ from unikit import concepts as C
 from unikit import evaluate as E
 from unikit import methods as P
 from unikit import model as M
-from unikit import photos, profiles, stages, unifybench
+from unikit import photo_files, photos, profiles, stages, unifybench
 from unikit.scorers import ScorerError, load_scorers
 
 torch.set_num_threads(1)
@@ -74,7 +74,7 @@ def test_a_photo_that_is_not_square_is_padded_with_its_border_colour_not_stretch
     img[:] = (0, 0, 255)
     img[4:12, 12:20] = (255, 0, 0)  # a red square in the middle of a wide blue photo
     Image.fromarray(img).save(tmp_path / "wide.png")
-    out = photos.read_photo(tmp_path / "wide.png", 32)
+    out = photo_files.read_photo(tmp_path / "wide.png", 32)
     assert out.shape == (32, 32, 3)
     assert (out[:8] == (0, 0, 255)).all() and (out[-8:] == (0, 0, 255)).all()  # the padding: border blue
     assert (out[12:20, 12:20] == (255, 0, 0)).all()  # the square stays square

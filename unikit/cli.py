@@ -213,7 +213,8 @@ def handle_personalize(args) -> int:
 
     from .cache import write_json
     from .methods import check_method, personalize
-    from .concepts import as_concept, load_concept
+    from .concepts import load_concept
+    from .photos import as_concept
     from .model import load_model
     from .photos import is_concept_folder
     from .planner import check, plan

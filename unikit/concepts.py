@@ -213,19 +213,6 @@ def load_concept(name_or_path, directory=CONCEPTS_DIR) -> ConceptCard:
     return read_card(path)
 
 
-def as_concept(concept, image_size: int = world.IMAGE_SIZE):
-    """A card or photo concept from what a user passes: a :class:`ConceptCard` or
-    :class:`unikit.photos.PhotoConcept` as is, a folder path as a photo concept (images at
-    ``image_size``: the model's), anything else as a card's name or path (:func:`load_concept`)."""
-    from . import photos
-
-    if isinstance(concept, (ConceptCard, photos.PhotoConcept)):
-        return concept
-    if photos.is_concept_folder(concept):
-        return photos.load_photo_concept(concept, image_size)
-    return load_concept(concept)
-
-
 def load_concepts(names=None, directory=CONCEPTS_DIR) -> list[ConceptCard]:
     """Several concepts; all of them when ``names`` is None. Identities must be unique."""
     cards = [load_concept(n, directory) for n in (names or available_concepts(directory))]

@@ -13,10 +13,43 @@ An image block is ``<boi> <image> * num_image_tokens <eoi>``.
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 # Janus-Pro's classifier-free guidance weight in DeepSeek's and transformers' generation examples.
 JANUS_PRO_GUIDANCE = 5.0
+
+
+class OutOfVocabularyError(ValueError):
+    """Text uses words the tokenizer does not know; ``.words`` lists them."""
+
+    def __init__(self, words: Sequence[str]):
+        self.words = sorted(set(words))
+        concept = [w for w in self.words if w.startswith("<") and w.endswith(">")]
+        hint = (f" Concept tokens must be added first: unikit.tokens.add_concept(um, {concept[0].strip('<>')!r})."
+                if concept else
+                " The kit's tokenizer knows only the world's words (unikit.model.base_words()).")
+        super().__init__(f"words not in the vocabulary: {self.words}.{hint}")
+
+
+def check_vocabulary(tokenizer, texts: Sequence[str]) -> None:
+    """Raise :class:`OutOfVocabularyError` listing every word of ``texts`` the tokenizer lacks.
+
+    Only WordLevel tokenizers (the kit's) can lack words; others pass.
+    """
+    backend = tokenizer.backend_tokenizer
+    if type(backend.model).__name__ != "WordLevel":
+        return
+    vocab = tokenizer.get_vocab()
+    added = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+    splitter = re.compile("|".join(map(re.escape, added))) if added else None
+    missing = []
+    for text in texts:
+        text = backend.normalizer.normalize_str(text) if backend.normalizer else text
+        for piece in (splitter.split(text) if splitter else [text]):
+            missing += [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(piece) if w not in vocab]
+    if missing:
+        raise OutOfVocabularyError(missing)
 
 
 def uses_chat_template(um) -> bool:
@@ -31,9 +64,7 @@ def image_block(um) -> list[int]:
 
 def text_ids(um, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of plain text pieces (no special tokens added); the kit's word-level tokenizer
-    raises :class:`unikit.model.OutOfVocabularyError` for words it lacks."""
-    from .model import check_vocabulary
-
+    raises :class:`OutOfVocabularyError` for words it lacks."""
     check_vocabulary(um.tokenizer, texts)
     return um.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
 

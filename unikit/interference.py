@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import stages as S
-from .concepts import as_concept
 from .evaluate import evaluate_personalized
 from .methods import MethodError, Personalized, add_token_groups, joint_layout
+from .photos import as_concept
 from .profiles import schedule
 
 

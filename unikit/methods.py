@@ -40,7 +40,8 @@ from . import model as M
 from . import stages as S
 from . import token_files
 from . import tokens as T
-from .concepts import ConceptCard, as_concept
+from .concepts import ConceptCard
+from .photos import as_concept
 from .profiles import schedule
 from .trajectory import TokenRecorder
 

@@ -18,7 +18,7 @@ Three layouts are read:
   files (``*mask*``) are skipped.
 
 Either becomes a :class:`PhotoConcept`, which :func:`unikit.methods.personalize` takes where it
-takes a card: :func:`photo_personal_data` builds the same :class:`unikit.stages.PersonalData`
+takes a card: :func:`unikit.stages.personal_data` builds the same :class:`unikit.stages.PersonalData`
 a card's renders give, so every method and stage runs unchanged. Photos are padded to a square
 (with their mean border colour, as Janus' processor pads) and resized to the model's size.
 """
@@ -27,60 +27,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from . import unifybench
+from . import unifybench, world
+from .concepts import ConceptCard, load_concept
+from .photo_files import IMAGE_SUFFIXES, PhotoError, photo_files, read_photos
 
 CARD_FILE = "card.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MIN_PHOTOS = 3  # as for a world card: personalization needs at least 3 training images
 CARD_KEYS = {"name": str, "class": str, "facts": list, "questions": list, "prompts": list, "description": str}
-
-
-class PhotoError(ValueError):
-    """A photo folder is empty, unreadable or in no known layout; the message says how to fix it."""
-
-
-# --------------------------------------------------------------------------- images
-
-
-def read_photo(path: Path, size: int) -> np.ndarray:
-    """One photo as ``uint8[size, size, 3]``: padded to a square with its mean border colour, resized."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise PhotoError(f"{path}: not a readable image ({e}); remove it or convert it to PNG/JPEG") from None
-    w, h = im.size
-    if w != h:
-        arr = np.asarray(im)
-        border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(0)
-        square = Image.new("RGB", (max(w, h), max(w, h)), tuple(int(round(c)) for c in border))
-        square.paste(im, ((max(w, h) - w) // 2, (max(w, h) - h) // 2))
-        im = square
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BICUBIC)
-    return np.asarray(im, dtype=np.uint8)
-
-
-def photo_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder`` (sorted by name), segmentation masks (``*mask*``) left out."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and "mask" not in p.name.lower())
-
-
-def read_photos(paths: list[Path], size: int) -> np.ndarray:
-    """``uint8[n, size, size, 3]`` (``n`` may be 0)."""
-    if not paths:
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([read_photo(p, size) for p in paths])
 
 
 # --------------------------------------------------------------------------- the concept
@@ -244,38 +202,12 @@ def is_concept_folder(name_or_path) -> bool:
     return p.is_dir()
 
 
-# --------------------------------------------------------------------------- training data
-
-
-def photo_personal_data(um, concept: PhotoConcept, schedule, seed: int = 0, n_edits: int = 0):
-    """The :class:`unikit.stages.PersonalData` of a photo concept: augmented training photos
-    VQ-encoded for generation, recognition pools from the recognition lists, conversations as
-    text; editing triplets (``n_edits``) replace a negative photo's object with the concept
-    (source: a negative photo, target: a training photo)."""
-    import torch
-
-    from . import model as M
-    from . import vq as V
-    from .stages import PersonalData, generation_codes, recognition_pools
-
-    bc = concept.bench
-    texts = [concept.in_words(x) for x in [concept.description(), *(c["question"] + " " + c["answer"]
-                                                                     for c in bc.conversations)]]
-    M.check_vocabulary(um.tokenizer, [concept.shape, *texts])
-    rng = random.Random(f"{concept.name}|{seed}")
-    train = bc.images["train"]
-    with torch.no_grad():
-        codes = generation_codes(um, train, schedule, rng)
-    pos, neg, hard = recognition_pools(bc.recognition, bc.image)
-    text = [(None, c["question"], c["answer"]) for c in bc.conversations]
-    edits = []
-    if n_edits:
-        sources = bc.images.get("random", np.zeros((0,)))
-        if not len(sources):
-            raise PhotoError(f"{concept.source}: editing needs negative photos as sources; add negatives/")
-        edit_rng = random.Random(f"edits|{concept.name}|{seed}")
-        picks = [(edit_rng.randrange(len(sources)), edit_rng.randrange(len(train))) for _ in range(n_edits)]
-        with torch.no_grad():
-            tgt = V.vq_encode(um, np.stack([train[j] for _, j in picks]))
-        edits = [(sources[i], f"replace the object with {concept.token}", tgt[k]) for k, (i, _) in enumerate(picks)]
-    return PersonalData(concept, None, train, codes, pos, neg, hard, text, edits)
+def as_concept(concept, image_size: int = world.IMAGE_SIZE):
+    """A card or photo concept from what a user passes: a :class:`ConceptCard` or
+    :class:`PhotoConcept` as is, a folder path as a photo concept (images at
+    ``image_size``: the model's), anything else as a card's name or path (:func:`load_concept`)."""
+    if isinstance(concept, (ConceptCard, PhotoConcept)):
+        return concept
+    if is_concept_folder(concept):
+        return load_photo_concept(concept, image_size)
+    return load_concept(concept)

@@ -35,6 +35,7 @@ from . import model as M
 from . import vq as V
 from . import world
 from .concepts import ConceptCard, ConceptData, concept_data
+from .photo_files import PhotoError
 from .profiles import Schedule
 
 TASKS = ("understanding", "generation", "editing")
@@ -137,9 +138,8 @@ def recognition_pools(recognition: list[dict], image) -> tuple[list, list, list]
 def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, seed: int = 0,
                   n_edits: int = 0) -> PersonalData:
     """Render a concept's training data and VQ-encode what generation trains on (once); a photo
-    concept's data comes from its folder (:func:`unikit.photos.photo_personal_data`)."""
+    concept's data comes from its folder (:func:`photo_personal_data`)."""
     if not isinstance(card, ConceptCard):
-        from .photos import photo_personal_data
         return photo_personal_data(um, card, schedule, seed, n_edits)
     data = concept_data(card)
     rng = random.Random(f"{card.name}|{seed}")
@@ -159,6 +159,34 @@ def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, see
         tgt = V.vq_encode(um, world.render_many([t for _, _, t in triplets]))
         edits = [(src[i], triplets[i][1], tgt[i]) for i in range(len(triplets))]
     return PersonalData(card, data, train, codes, pos, neg, hard, text, edits)
+
+
+def photo_personal_data(um, concept, schedule: Schedule, seed: int = 0, n_edits: int = 0) -> PersonalData:
+    """The :class:`PersonalData` of a :class:`unikit.photos.PhotoConcept`: augmented training photos
+    VQ-encoded for generation, recognition pools from the recognition lists, conversations as
+    text; editing triplets (``n_edits``) replace a negative photo's object with the concept
+    (source: a negative photo, target: a training photo)."""
+    bc = concept.bench
+    texts = [concept.in_words(x) for x in [concept.description(), *(c["question"] + " " + c["answer"]
+                                                                     for c in bc.conversations)]]
+    M.check_vocabulary(um.tokenizer, [concept.shape, *texts])
+    rng = random.Random(f"{concept.name}|{seed}")
+    train = bc.images["train"]
+    with torch.no_grad():
+        codes = generation_codes(um, train, schedule, rng)
+    pos, neg, hard = recognition_pools(bc.recognition, bc.image)
+    text = [(None, c["question"], c["answer"]) for c in bc.conversations]
+    edits = []
+    if n_edits:
+        sources = bc.images.get("random", np.zeros((0,)))
+        if not len(sources):
+            raise PhotoError(f"{concept.source}: editing needs negative photos as sources; add negatives/")
+        edit_rng = random.Random(f"edits|{concept.name}|{seed}")
+        picks = [(edit_rng.randrange(len(sources)), edit_rng.randrange(len(train))) for _ in range(n_edits)]
+        with torch.no_grad():
+            tgt = V.vq_encode(um, np.stack([train[j] for _, j in picks]))
+        edits = [(sources[i], f"replace the object with {concept.token}", tgt[k]) for k, (i, _) in enumerate(picks)]
+    return PersonalData(concept, None, train, codes, pos, neg, hard, text, edits)
 
 
 def _draw(pool: list, k: int, rng: random.Random) -> list:

@@ -380,7 +380,7 @@ def add_concept(um, concept, groups: dict[str, int] | None = None, init: str | d
     ``concept``: a :class:`~unikit.concepts.ConceptCard`, a photo concept, a name or a folder. ``init``: one of :data:`INITS`
     for every group, or ``{group: init}``. The identifier always starts from the class word.
     """
-    from .concepts import as_concept
+    from .photos import as_concept
 
     card = as_concept(concept, um.image_size)
     groups = default_group_sizes(um) if groups is None else dict(groups)

@@ -32,6 +32,7 @@ from PIL import Image
 from . import concepts as concepts_mod
 from . import world
 from .cache import atomic_path
+from .photo_files import PhotoError, read_photos
 
 BENCH_FILES = ("info.json", "conversations.json", "positive_recognitions.json", "random_recognitions.json",
                "test/vqa.json", "test/text_only.json", "test/t2i_conditions.json")
@@ -176,7 +177,7 @@ def _read_json(folder: Path, rel: str):
 
 def load_concept_folder(folder, image_size: int | None = None) -> BenchConcept:
     """Read one concept folder written by :func:`export_world` (or laid out the same way).
-    ``image_size``: every image padded to a square and resized to it (:func:`unikit.photos.read_photo`);
+    ``image_size``: every image padded to a square and resized to it (:func:`unikit.photo_files.read_photo`);
     None keeps the files' sizes, which must then all be equal."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -233,8 +234,6 @@ def load_concept_folder(folder, image_size: int | None = None) -> BenchConcept:
 
 def _read_images(folder: Path, paths: list[str], image_size: int | None) -> np.ndarray:
     """The named images as ``uint8[n, S, S, 3]``: resized to ``image_size``, or as stored (then all of one size)."""
-    from .photos import PhotoError, read_photos
-
     if image_size is not None:
         return read_photos([folder / p for p in paths], image_size)
     out, sizes = [], {}

@@ -27,8 +27,9 @@ The package: :mod:`.vocabulary` (tokenizer, processor), :mod:`.janus` (configs, 
 
 from __future__ import annotations
 
-from .vocabulary import (base_words, build_processor, build_tokenizer, check_vocabulary,
-                         EXTRA_WORDS, OutOfVocabularyError, SPECIAL, SPLIT_PATTERN)  # noqa: F401
+from ..formats import check_vocabulary, OutOfVocabularyError  # noqa: F401
+from .vocabulary import (base_words, build_processor, build_tokenizer, EXTRA_WORDS, SPECIAL,  # noqa: F401
+                         SPLIT_PATTERN)
 from .janus import (base_metrics, build_model, DEFAULT_MODEL_DIR, INFO_FILE, load_model,
                     make_config, MAKE_DEFAULT, ModelError, move_to_vocabulary, parameter_table,
                     PROFILES, quiet_transformers, save_model, UnifiedModel, VQ_ADAPTED)  # noqa: F401

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from typing import Sequence
 
 from .. import concepts, world
@@ -12,18 +11,6 @@ SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "sep": "<sep>",
            "image": "<image_placeholder>", "boi": "<begin_of_image>", "eoi": "<end_of_image>"}
 EXTRA_WORDS = (",", "!", ":", ";", "describe", "both", "images", "same", "different")
 SPLIT_PATTERN = r"'s\b|[?.,!;:]"
-
-class OutOfVocabularyError(ValueError):
-    """Text uses words the tokenizer does not know; ``.words`` lists them."""
-
-    def __init__(self, words: Sequence[str]):
-        self.words = sorted(set(words))
-        concept = [w for w in self.words if w.startswith("<") and w.endswith(">")]
-        hint = (f" Concept tokens must be added first: unikit.tokens.add_concept(um, {concept[0].strip('<>')!r})."
-                if concept else
-                " The kit's tokenizer knows only the world's words (unikit.model.base_words()).")
-        super().__init__(f"words not in the vocabulary: {self.words}.{hint}")
-
 
 # --------------------------------------------------------------------------- tokenizer and processor
 
@@ -42,7 +29,7 @@ def build_tokenizer(extra_words: Sequence[str] = ()):
     """A ``PreTrainedTokenizerFast`` (WordLevel, lower-cased, no unknown token) over :func:`base_words`.
 
     ``?``, ``.``, ``,`` and ``'s`` are separate tokens. There is no ``<unk>``: unknown
-    words make the tokenizer raise (the kit's functions raise :class:`OutOfVocabularyError`
+    words make the tokenizer raise (the kit's functions raise :class:`~unikit.formats.OutOfVocabularyError`
     naming them). New words or concept tokens: ``tokenizer.add_tokens([...])``.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
@@ -77,23 +64,5 @@ def build_processor(tokenizer=None, image_size: int = world.IMAGE_SIZE, num_imag
     return JanusProcessor(image_processor, tokenizer or build_tokenizer(), num_image_tokens=num_image_tokens)
 
 
-def check_vocabulary(tokenizer, texts: Sequence[str]) -> None:
-    """Raise :class:`OutOfVocabularyError` listing every word of ``texts`` the tokenizer lacks.
-
-    Only WordLevel tokenizers (the kit's) can lack words; others pass.
-    """
-    backend = tokenizer.backend_tokenizer
-    if type(backend.model).__name__ != "WordLevel":
-        return
-    vocab = tokenizer.get_vocab()
-    added = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
-    splitter = re.compile("|".join(map(re.escape, added))) if added else None
-    missing = []
-    for text in texts:
-        text = backend.normalizer.normalize_str(text) if backend.normalizer else text
-        for piece in (splitter.split(text) if splitter else [text]):
-            missing += [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(piece) if w not in vocab]
-    if missing:
-        raise OutOfVocabularyError(missing)
 
 
