@@ -110,3 +110,43 @@ def test_the_reader_path_is_one_import_away():
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         unikit.nope  # noqa: B018
+
+
+def _unikit_imports() -> dict[str, set[str]]:
+    """Every unikit module -> the unikit modules it imports, at the top or inside a function."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "unikit"
+    files = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in root.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in files}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in files}
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_module_imports_another_in_a_loop():
+    graph = _unikit_imports()
+    assert "unikit.formats" in graph["unikit.model.inputs"]  # the walk sees relative imports
+    state: dict[str, int] = {}
+
+    def visit(module, path):
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            assert state.get(dep) != 1, f"import loop: {' -> '.join(path + [module, dep])}"
+            if dep not in state:
+                visit(dep, path + [module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
