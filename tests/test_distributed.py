@@ -73,13 +73,13 @@ def test_finished_phases_from_a_probe_directory_are_reused_when_their_settings_m
     with pytest.raises(P.PretrainError, match="no phase.json"):
         P.pretrain("smoke", out=tmp_path / "a", phases_from=[tmp_path], progress=False)
     with pytest.raises(P.PretrainError, match="offers the vision phase.*must first train the vq phase"):
-        P._plan(cfg, tmp_path / "b", False, [tmp_path / "probe"])
+        P.plan_run(cfg, tmp_path / "b", False, [tmp_path / "probe"])
     um2 = M.build_model("smoke", seed=5)
     P.train_vq(um2, cfg, {}, progress=False)
     P.save_phase_weights(um2, "tokenizer", tmp_path / "vq")
     P.record_phase(tmp_path / "vq", cfg, "vq", command="test")
     (tmp_path / "vq" / "log.json").write_text(json.dumps([{"step": 30, "minutes": 78.7}]))  # as probe_base writes it
-    plan = P._plan(cfg, tmp_path / "b", False, [tmp_path / "probe", tmp_path / "vq"])
+    plan = P.plan_run(cfg, tmp_path / "b", False, [tmp_path / "probe", tmp_path / "vq"])
     assert plan["phase"] == "align" and set(plan["reuse"]) == {"vq", "vision"}
     built, metrics, _ = P.pretrain("smoke", out=tmp_path / "b", phases_from=[tmp_path / "probe", tmp_path / "vq"],
                                    progress=False, lm_steps=2)
@@ -102,13 +102,13 @@ def test_phases_are_shared_by_models_that_differ_only_in_language_model_depth(tm
     for phase in ("vq", "vision"):
         P.record_phase(tmp_path / phase, ship2, phase, command="test")
     offered = [tmp_path / "vq", tmp_path / "vision"]
-    assert P._plan(ship3, tmp_path / "out", False, offered)["reuse"] == {"vq": str(offered[0]), "vision": str(offered[1])}
+    assert P.plan_run(ship3, tmp_path / "out", False, offered)["reuse"] == {"vq": str(offered[0]), "vision": str(offered[1])}
     # records written before phases kept only their own sizes (every model size) still match
     path = tmp_path / "vision" / "phase.json"
     records = json.loads(path.read_text())
     records[0]["settings"]["model"] = json.loads(json.dumps(M.PROFILES["teach"]))
     path.write_text(json.dumps(records))
-    assert P._plan(ship3, tmp_path / "out", False, offered)["phase"] == "align"
+    assert P.plan_run(ship3, tmp_path / "out", False, offered)["phase"] == "align"
     monkeypatch.setitem(M.PROFILES, "wide", dict(M.PROFILES["teach"], vision_hidden=256))
     with pytest.raises(P.PretrainError, match="vision phase was made with other settings.*vision_hidden"):
-        P._plan(dataclasses.replace(ship2, model="wide"), tmp_path / "out", False, offered)
+        P.plan_run(dataclasses.replace(ship2, model="wide"), tmp_path / "out", False, offered)

@@ -50,4 +50,4 @@ from .training import (train_vq, VISION_ATTRIBUTES, init_vision_fan_in, init_lan
 from .quality import (encoder_features, encoder_probe, all_right, tokenizer_quality, evaluate_base, evaluate_facts,  # noqa: F401
     EVAL_TASKS, FACT_KEYS, TARGETS, SAMPLING_GRID, CALIBRATION_SEED, calibrate_sampling, calibrate_and_score,
     judge_hash_of, QUALITY_KEYS, quality_check)
-from .run import (pretrain, finished_model, _plan, rescore, gate_tokenizer, model_card)  # noqa: F401
+from .run import (pretrain, finished_model, plan_run, rescore, gate_tokenizer, model_card)  # noqa: F401

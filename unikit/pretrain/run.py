@@ -48,7 +48,7 @@ def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int =
     cfg = pretrain_config(profile, seed=seed, **overrides)
     check_workers(workers)
     out = Path(out) if out else cache.artifact_dir("pretrain", profile, cfg.as_dict())
-    plan = _plan(cfg, out, resume or finish, [Path(d) for d in (phases_from or [])])
+    plan = plan_run(cfg, out, resume or finish, [Path(d) for d in (phases_from or [])])
     if finish and not (plan["resume"] and plan["phase"] in ("lm", "facts")):
         raise PretrainError(f"--finish needs an interrupted run in its model phase at {checkpoint_dir(out)} with these "
                             f"same settings; there is none (run it, or resume it, first)")
@@ -74,7 +74,7 @@ def finished_model(directory: Path) -> bool:
     return (directory / "metrics.json").is_file() and (directory / "unikit.json").is_file()
 
 
-def _plan(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Path]) -> dict:
+def plan_run(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Path]) -> dict:
     """Where a run starts: ``{"phase", "step", "resume": checkpoint or None, "reuse": {phase: source}}``.
     Raises :class:`PretrainError` for an output directory or checkpoint it cannot use."""
     ckpt = checkpoint_dir(out)
@@ -138,7 +138,7 @@ def _plan(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Path])
 
 
 def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: bool, command: str, judge) -> None:
-    """One worker's pretraining run as ``plan`` (:func:`_plan`) says; the main worker writes."""
+    """One worker's pretraining run as ``plan`` (:func:`plan_run`) says; the main worker writes."""
     from ..judge import load_judge
 
     ckpt = checkpoint_dir(out)
