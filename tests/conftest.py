@@ -25,6 +25,16 @@ def smoke_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def gpu_smoke_run(tmp_path_factory):
+    """Execute every lesson once with ``PROFILE="gpu-smoke"``: the ``gpu`` path (Janus-Pro's chat
+    template, 384px images, its guidance) on a tiny random Janus-Pro-shaped checkpoint loaded
+    through the public loader; ``(executed_dir, results)``."""
+    out_dir = tmp_path_factory.mktemp("gpu-smoke") / "notebooks"
+    results = run_notebooks("gpu-smoke", out_dir=out_dir, quiet=True, workers=2)
+    return out_dir, results
+
+
+@pytest.fixture(scope="session")
 def smoke_book(smoke_run, tmp_path_factory):
     """The book built once from the smoke run: the path of its ``index.html``."""
     from unikit.book import build_book

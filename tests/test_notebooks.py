@@ -97,6 +97,16 @@ def test_every_lesson_runs_in_the_smoke_profile(smoke_run, lessons):
         assert len(injected) == 1 and 'PROFILE = "smoke"' in injected[0].source
 
 
+def test_every_lesson_runs_on_a_janus_pro_shaped_checkpoint_in_the_gpu_smoke_profile(gpu_smoke_run, lessons):
+    out_dir, results = gpu_smoke_run
+    assert [r["notebook"] for r in results] == [p.stem for p in lessons]
+    assert all(r["ok"] for r in results), [r for r in results if not r["ok"]]
+    lesson_02 = next(p for p in lessons if p.name.startswith("02_"))
+    printed = "".join(o.get("text", "") for c in nbformat.read(out_dir / lesson_02.name, as_version=4).cells
+                      if c.cell_type == "code" for o in c.outputs)
+    assert "384px, 576 understanding tokens, 24x24 VQ codes" in printed  # lesson 02 ran on the Janus-Pro-shaped model
+
+
 def test_book_builds_from_the_executed_lessons(smoke_book, lessons):
     index = smoke_book
     html = index.parent

@@ -29,7 +29,8 @@ def add_run(subparsers) -> None:
                               description="Execute the lessons in order with papermill, injecting PROFILE "
                                           "(and SEED when given); executed copies go to build/notebooks/.")
     p.add_argument("--profile", choices=PROFILES, default="teach",
-                   help="smoke: seconds per lesson (CI); teach: meaningful on a laptop CPU (default); gpu: real Janus-Pro")
+                   help="smoke: seconds per lesson (CI); teach: meaningful on a laptop CPU (default); gpu: real Janus-Pro; "
+                        "gpu-smoke: the gpu path on a tiny random Janus-Pro-shaped model (CPU, CI)")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these lessons, by number prefix (e.g. --only 00 03)")
     p.add_argument("--seed", type=int, help="inject SEED into every lesson (default: each lesson's own)")
     p.add_argument("--out", default=str(EXECUTED_DIR), metavar="DIR", help="where the executed notebooks go (default build/notebooks)")

@@ -93,6 +93,17 @@ def build_processor(tokenizer):
                           num_image_tokens=(IMAGE_SIZE // PATCH) ** 2)
 
 
+def tiny_janus_pro(seed: int = 0) -> Path:
+    """The tiny model of ``seed`` in the artifact cache (``janus_pro/gpu-smoke-<hash>``), built
+    the first time it is asked for: the ``gpu-smoke`` profile's base model."""
+    from .cache import artifact_dir
+
+    settings = {"seed": seed, "width": 32, "layers": 2, "image_size": IMAGE_SIZE, "patch": PATCH,
+                "chat_template": CHAT_TEMPLATE}
+    path = artifact_dir("janus_pro", "gpu-smoke", settings)
+    return path if (path / "config.json").is_file() else build_tiny_janus_pro(path, seed)
+
+
 def build_tiny_janus_pro(path, seed: int = 0, width: int = 32, layers: int = 2) -> Path:
     """Build, initialise (``seed``) and save the tiny model to ``path`` (atomically); returns ``path``."""
     import torch

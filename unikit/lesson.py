@@ -6,7 +6,8 @@
     kit.results()           # the bench made on this base model for this profile, or None
 
 ``BASE`` empty means the shipped base model (``data/base_model``), or Janus-Pro-1B from the
-local Hugging Face cache in the ``gpu`` profile. Each :meth:`Lesson.model` call loads a fresh
+local Hugging Face cache in the ``gpu`` profile, or the tiny random Janus-Pro-shaped model
+(built once into the cache) in ``gpu-smoke``. Each :meth:`Lesson.model` call loads a fresh
 copy, because personalization adds rows to the model it is given.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import runtime
-from .profiles import check_profile
+from .profiles import QUICK, check_profile
 
 GPU_BASE = "deepseek-community/Janus-Pro-1B"
 
@@ -38,6 +39,11 @@ class Lesson:
         from .model import load_model
 
         return load_model(self.base, device=self.device, dtype=self.dtype)
+
+    @property
+    def quick(self) -> bool:
+        """Whether the profile only proves that the lesson runs (``smoke``, ``gpu-smoke``): one seed."""
+        return self.profile in QUICK
 
     @functools.cached_property
     def schedule(self):
@@ -77,4 +83,8 @@ def setup(profile: str, seed: int = 0, device: str = "auto", base: str = "", dty
     """Check the profile, seed everything, pick the device (``runtime.setup``) and the base model."""
     check_profile(profile)
     dev = runtime.setup(seed, device)
+    if not base and profile == "gpu-smoke":
+        from .janus_pro import tiny_janus_pro
+
+        base = str(tiny_janus_pro())
     return Lesson(profile, seed, dev, runtime.parse_dtype(dtype), base or (GPU_BASE if profile == "gpu" else None))

@@ -2,7 +2,10 @@
 
 - ``smoke``: CI; seconds per notebook, proves that everything runs;
 - ``teach``: the default; meaningful results on a 2-core laptop;
-- ``gpu``: real Janus-Pro on an accelerator, at the papers' sizes.
+- ``gpu``: real Janus-Pro on an accelerator, at the papers' sizes;
+- ``gpu-smoke``: the ``gpu`` path (Janus-Pro's formats, 384px, its guidance) on a tiny random
+  Janus-Pro-shaped model on the CPU (:func:`unikit.janus_pro.tiny_janus_pro`), at smoke sizes:
+  proves that every lesson runs on a real-model checkpoint.
 
 Each profile has a personalization :class:`Schedule` (:data:`SCHEDULES`) and concept-token
 group sizes (:data:`GROUP_SIZES`). The base model's sizes (``unikit.model.PROFILES``) and the
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 
 from .formats import JANUS_PRO_GUIDANCE
 
-PROFILES = ("smoke", "teach", "gpu")
+PROFILES = ("smoke", "teach", "gpu", "gpu-smoke")
+QUICK = ("smoke", "gpu-smoke")  # profiles that prove a lesson runs (fewest steps, one seed)
 
 
 class ProfileError(ValueError):
@@ -61,6 +65,7 @@ SCHEDULES = {
     "gpu": Schedule(400, 600, 300, batch=8, lr=1e-3, n_generated=20, augment_copies=8, eval_images=4,
                     joint_steps=2000, guidance=JANUS_PRO_GUIDANCE),
 }
+SCHEDULES["gpu-smoke"] = dataclasses.replace(SCHEDULES["smoke"], guidance=JANUS_PRO_GUIDANCE)
 
 
 def schedule(profile: str, **overrides) -> Schedule:
@@ -73,3 +78,4 @@ GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 
     "teach": {"shared": 8, "understanding": 4, "generation": 4, "editing": 4},
     "gpu": {"shared": 16, "understanding": 8, "generation": 8, "editing": 8},
 }
+GROUP_SIZES["gpu-smoke"] = GROUP_SIZES["smoke"]
