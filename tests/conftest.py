@@ -24,13 +24,20 @@ def smoke_run(tmp_path_factory):
     return out_dir, results
 
 
+# The lessons make test runs in gpu-smoke. All twelve run (7.8 min with two workers), but the
+# whole series took clean-clone CI from 9.7 to 22.8 min; 03-07 and 11 (8 images and more per
+# concept and method, 2.3 s each at 384px on the tiny model) wait until their quick-profile cost
+# is cut.
+GPU_SMOKE_LESSONS = ("00", "01", "02", "08", "09", "10")
+
+
 @pytest.fixture(scope="session")
 def gpu_smoke_run(tmp_path_factory):
-    """Execute every lesson once with ``PROFILE="gpu-smoke"``: the ``gpu`` path (Janus-Pro's chat
-    template, 384px images, its guidance) on a tiny random Janus-Pro-shaped checkpoint loaded
-    through the public loader; ``(executed_dir, results)``."""
+    """Execute :data:`GPU_SMOKE_LESSONS` once with ``PROFILE="gpu-smoke"``: the ``gpu`` path
+    (Janus-Pro's chat template, 384px images, its guidance) on a tiny random Janus-Pro-shaped
+    checkpoint loaded through the public loader; ``(executed_dir, results)``."""
     out_dir = tmp_path_factory.mktemp("gpu-smoke") / "notebooks"
-    results = run_notebooks("gpu-smoke", out_dir=out_dir, quiet=True, workers=2)
+    results = run_notebooks("gpu-smoke", only=GPU_SMOKE_LESSONS, out_dir=out_dir, quiet=True, workers=2)
     return out_dir, results
 
 

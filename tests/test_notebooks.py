@@ -97,9 +97,11 @@ def test_every_lesson_runs_in_the_smoke_profile(smoke_run, lessons):
         assert len(injected) == 1 and 'PROFILE = "smoke"' in injected[0].source
 
 
-def test_every_lesson_runs_on_a_janus_pro_shaped_checkpoint_in_the_gpu_smoke_profile(gpu_smoke_run, lessons):
+def test_lessons_run_on_a_janus_pro_shaped_checkpoint_in_the_gpu_smoke_profile(gpu_smoke_run, lessons):
+    from conftest import GPU_SMOKE_LESSONS
+
     out_dir, results = gpu_smoke_run
-    assert [r["notebook"] for r in results] == [p.stem for p in lessons]
+    assert [r["notebook"] for r in results] == [p.stem for p in lessons if p.name[:2] in GPU_SMOKE_LESSONS]
     assert all(r["ok"] for r in results), [r for r in results if not r["ok"]]
     lesson_02 = next(p for p in lessons if p.name.startswith("02_"))
     printed = "".join(o.get("text", "") for c in nbformat.read(out_dir / lesson_02.name, as_version=4).cells
