@@ -98,10 +98,11 @@ def tiny_janus_pro(seed: int = 0) -> Path:
     the first time it is asked for: the ``gpu-smoke`` profile's base model."""
     from .cache import artifact_dir
 
-    settings = {"seed": seed, "width": 32, "layers": 2, "image_size": IMAGE_SIZE, "patch": PATCH,
+    width, layers = 32, 2
+    settings = {"seed": seed, "width": width, "layers": layers, "image_size": IMAGE_SIZE, "patch": PATCH,
                 "chat_template": CHAT_TEMPLATE}
     path = artifact_dir("janus_pro", "gpu-smoke", settings)
-    return path if (path / "config.json").is_file() else build_tiny_janus_pro(path, seed)
+    return path if (path / "config.json").is_file() else build_tiny_janus_pro(path, seed, width, layers)
 
 
 def build_tiny_janus_pro(path, seed: int = 0, width: int = 32, layers: int = 2) -> Path:
