@@ -113,7 +113,7 @@ def test_unictokens_resumes_from_its_last_stage_checkpoint(base, tmp_path, capsy
     last = second.trajectory.last_rows("stage3", "bo")
     assert torch.equal(last["understanding"], second.tokens["bo"].rows["understanding"][0].detach())
     (tmp_path / "trajectory.stage3.safetensors").unlink()  # a cache from before trajectories: stage 3 is redone
-    assert P._finished_stage(tmp_path, ["bo"]) == 2
+    assert P.finished_stage(tmp_path, ["bo"]) == 2
 
 
 def test_personalization_is_deterministic(base, judge):
@@ -302,7 +302,7 @@ def busy():
 
 
 if __name__ == "__main__":
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=B._exit_with_parent,
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=B.exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
         pool.submit(busy).result()
 """

@@ -284,7 +284,7 @@ def test_errors(base):
 
 
 def test_token_semantics_has_a_ground_truth(base):
-    from unikit.semantics import _word_rows, token_semantics
+    from unikit.semantics import word_rows, token_semantics
 
     um = fresh(base)
     card = C.load_concept("bo")
@@ -292,7 +292,7 @@ def test_token_semantics_has_a_ground_truth(base):
 
     def set_rows(words):
         with torch.no_grad():
-            row = _word_rows(um, words).mean(0)
+            row = word_rows(um, words).mean(0)
             for g in ct.groups:
                 ct.rows[g][0].copy_(row.expand_as(ct.rows[g][0]))
         return token_semantics(um, ct, card)

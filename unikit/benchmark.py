@@ -54,7 +54,7 @@ def bench_job(profile: str, method: str, seed: int, concepts: Sequence[str], bas
     return rows
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def exit_with_parent(parent_pid: int) -> None:
     """Bench worker initializer: exit when the bench process is gone (killed, not interrupted), so an
     abandoned bench does not leave workers computing for minutes on a 2-core machine."""
     import threading
@@ -198,7 +198,7 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(bench_job, profile, m, s, shard, base, None, 1, also): (m, s)
                        for m, s, shard, also in jobs}

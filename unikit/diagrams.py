@@ -21,12 +21,12 @@ from pathlib import Path
 
 from matplotlib import rc_context
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from . import replay, world
 from .concepts import load_concept
 from .model import PROFILES
 from .profiles import GROUP_SIZES, SCHEDULES
+from .sketch import arrow, box, canvas, title
 from .tokens import GROUP_LETTERS, ConceptTokens
 
 GROUP_COLOURS = {"identifier": "#f2c14e", "shared": "#8fb9e3", "understanding": "#7fc8a9",
@@ -65,41 +65,6 @@ class DiagramError(ValueError):
     """A diagram asked for with an unknown profile, layout or name."""
 
 
-# --------------------------------------------------------------------------- drawing kit
-
-
-def _canvas(width: float, height: float, scale: float = 0.8):
-    """A figure whose data coordinates run from ``(0, 0)`` to ``(width, height)``."""
-    fig = Figure(figsize=(width * scale, height * scale))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
-    ax.axis("off")
-    return fig, ax
-
-
-def _box(ax, x, y, w, h, text="", face="white", edge="#444444", size=8.5, weight="normal",
-         dashed=False, hatch=None, family=None, alpha=1.0):
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.08",
-                                facecolor=face, edgecolor=edge, lw=1.1, alpha=alpha,
-                                hatch=hatch, linestyle="--" if dashed else "-"))
-    if text:
-        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size,
-                fontweight=weight, family=family, linespacing=1.3)
-
-
-def _arrow(ax, start, end, colour="#444444", label=None):
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=11, lw=1.3,
-                                 color=colour, shrinkA=1, shrinkB=1))
-    if label:
-        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.12, label,
-                ha="center", va="bottom", fontsize=7, color=colour)
-
-
-def _title(ax, x, y, text):
-    ax.text(x, y, text, fontsize=10, fontweight="bold", va="center")
-
-
 def _check_profile(profile: str, table: dict, what: str) -> None:
     if profile not in table:
         raise DiagramError(f"{what}: unknown profile {profile!r}; "
@@ -116,48 +81,48 @@ def draw_unified_model(profile: str = "teach") -> Figure:
     grid = size // 2 ** (len(p["vq_mult"]) - 1)  # VQ grid = the encoder's patch grid
     n, d = grid * grid, p["hidden"]
     und, gen, txt = (PATH_COLOURS[k] for k in ("understanding", "generation", "text"))
-    fig, ax = _canvas(17, 7.2)
-    _title(ax, 0.2, 6.85, f"the unified model ({profile} profile): two visual paths, "
-           "one language model")
+    fig, ax = canvas(17, 7.2)
+    title(ax, 0.2, 6.85, f"the unified model ({profile} profile): two visual paths, "
+          "one language model")
     ax.text(0.2, 6.35, "understanding path (reads images)", color=und, fontsize=8.5,
             fontweight="bold")
     ax.text(0.2, 0.15, "generation path (writes images as VQ codes, one at a time)",
             color=gen, fontsize=8.5, fontweight="bold")
 
-    _box(ax, 0.2, 4.6, 1.9, 1.2, f"image\n{size}x{size} px", edge=und)
-    _box(ax, 2.6, 4.4, 2.9, 1.6, f"vision encoder (SigLIP-style)\n{grid}x{grid} patches\n"
-         f"{p['vision_layers']} layers, width {p['vision_hidden']}", edge=und)
-    _box(ax, 6.0, 4.6, 2.4, 1.2, f"aligner (MLP)\n{n} vectors x {d}", edge=und)
+    box(ax, 0.2, 4.6, 1.9, 1.2, f"image\n{size}x{size} px", edge=und)
+    box(ax, 2.6, 4.4, 2.9, 1.6, f"vision encoder (SigLIP-style)\n{grid}x{grid} patches\n"
+        f"{p['vision_layers']} layers, width {p['vision_hidden']}", edge=und)
+    box(ax, 6.0, 4.6, 2.4, 1.2, f"aligner (MLP)\n{n} vectors x {d}", edge=und)
     for a, b in (((2.1, 5.2), (2.6, 5.2)), ((5.5, 5.2), (6.0, 5.2)),
                  ((8.4, 5.2), (9.2, 5.0))):
-        _arrow(ax, a, b, und)
+        arrow(ax, a, b, und)
 
-    _box(ax, 0.2, 2.9, 1.9, 1.2, "prompt\nwords + <bo> ...", edge=txt)
-    _box(ax, 2.6, 2.9, 5.8, 1.2, f"input embedding (one row of {d} per word)\n"
-         "concept-token rows hooked in here", edge=txt)
-    _arrow(ax, (2.1, 3.5), (2.6, 3.5), txt)
-    _arrow(ax, (8.4, 3.5), (9.2, 3.5), txt)
+    box(ax, 0.2, 2.9, 1.9, 1.2, "prompt\nwords + <bo> ...", edge=txt)
+    box(ax, 2.6, 2.9, 5.8, 1.2, f"input embedding (one row of {d} per word)\n"
+        "concept-token rows hooked in here", edge=txt)
+    arrow(ax, (2.1, 3.5), (2.6, 3.5), txt)
+    arrow(ax, (8.4, 3.5), (9.2, 3.5), txt)
 
-    _box(ax, 0.2, 0.7, 1.9, 1.2, f"image\n{size}x{size} px\n(training target)", edge=gen)
-    _box(ax, 2.6, 0.5, 2.9, 1.6, f"VQ tokenizer\nencoder + codebook of {p['codebook']}\n"
-         f"-> {grid}x{grid} = {n} code ids", edge=gen)
-    _box(ax, 6.0, 0.7, 2.4, 1.2, f"generation embedding\n+ aligner -> {d}", edge=gen)
+    box(ax, 0.2, 0.7, 1.9, 1.2, f"image\n{size}x{size} px\n(training target)", edge=gen)
+    box(ax, 2.6, 0.5, 2.9, 1.6, f"VQ tokenizer\nencoder + codebook of {p['codebook']}\n"
+        f"-> {grid}x{grid} = {n} code ids", edge=gen)
+    box(ax, 6.0, 0.7, 2.4, 1.2, f"generation embedding\n+ aligner -> {d}", edge=gen)
     for a, b in (((2.1, 1.3), (2.6, 1.3)), ((5.5, 1.3), (6.0, 1.3)),
                  ((8.4, 1.3), (9.2, 2.0))):
-        _arrow(ax, a, b, gen)
+        arrow(ax, a, b, gen)
     ax.text(8.45, 0.55, "codes drawn\nso far", fontsize=7, color=gen)
 
-    _box(ax, 9.2, 0.5, 2.6, 5.5, f"language model\n(Llama)\n\n{p['layers']} layers\n"
-         f"hidden {d}\n{p['heads']} heads\n\nshared by\nboth paths", face="#f4f4f4",
-         size=9.5, weight="bold")
-    _box(ax, 12.4, 4.6, 2.0, 1.2, "lm_head\nnext word", edge=und)
-    _box(ax, 14.8, 4.6, 2.0, 1.2, "answer\n\"yes\", \"orange\"", edge=und)
-    _box(ax, 12.4, 0.7, 2.0, 1.2, f"generation_head\nnext of {n} codes", edge=gen)
-    _box(ax, 14.8, 0.7, 2.0, 1.2, f"VQ decoder\n-> {size}x{size} image", edge=gen)
-    _arrow(ax, (11.8, 5.0), (12.4, 5.2), und)
-    _arrow(ax, (14.4, 5.2), (14.8, 5.2), und)
-    _arrow(ax, (11.8, 1.6), (12.4, 1.3), gen)
-    _arrow(ax, (14.4, 1.3), (14.8, 1.3), gen)
+    box(ax, 9.2, 0.5, 2.6, 5.5, f"language model\n(Llama)\n\n{p['layers']} layers\n"
+        f"hidden {d}\n{p['heads']} heads\n\nshared by\nboth paths", face="#f4f4f4",
+        size=9.5, weight="bold")
+    box(ax, 12.4, 4.6, 2.0, 1.2, "lm_head\nnext word", edge=und)
+    box(ax, 14.8, 4.6, 2.0, 1.2, "answer\n\"yes\", \"orange\"", edge=und)
+    box(ax, 12.4, 0.7, 2.0, 1.2, f"generation_head\nnext of {n} codes", edge=gen)
+    box(ax, 14.8, 0.7, 2.0, 1.2, f"VQ decoder\n-> {size}x{size} image", edge=gen)
+    arrow(ax, (11.8, 5.0), (12.4, 5.2), und)
+    arrow(ax, (14.4, 5.2), (14.8, 5.2), und)
+    arrow(ax, (11.8, 1.6), (12.4, 1.3), gen)
+    arrow(ax, (14.4, 1.3), (14.8, 1.3), gen)
     ax.text(13.4, 2.35, "classifier-free guidance:\nconditional and unconditional\n"
             "prompts run as one batch", ha="center", va="center", fontsize=7.5, color=gen)
     return fig
@@ -229,8 +194,8 @@ def _draw_chips(ax, x, y, chips, h=0.42, size=7.5, trained=None) -> float:
         else:
             w = 0.09 * len(label) + 0.22
             frozen = trained is not None and g not in trained
-            _box(ax, x, y, w, h, label, face=GROUP_COLOURS[g], size=size,
-                 family="monospace", hatch="////" if frozen else None)
+            box(ax, x, y, w, h, label, face=GROUP_COLOURS[g], size=size,
+                family="monospace", hatch="////" if frozen else None)
         x += w + 0.1
     return x
 
@@ -238,16 +203,16 @@ def _draw_chips(ax, x, y, chips, h=0.42, size=7.5, trained=None) -> float:
 def draw_token_layouts(profile: str = "teach") -> Figure:
     """Per layout: the rows added for ``<bo>`` and the prompt each task writes."""
     _check_profile(profile, GROUP_SIZES, "draw_token_layouts")
-    fig, ax = _canvas(17, 1.0 + 2.0 * len(LAYOUTS))
+    fig, ax = canvas(17, 1.0 + 2.0 * len(LAYOUTS))
     top = 0.6 + 2.0 * len(LAYOUTS)
-    _title(ax, 0.2, top + 0.25, f"concept-token layouts ({profile} profile sizes): the "
-           "rows each adds, and the prompt each task writes")
-    for i, (layout, (title, groups, _, identifier_trains)) in enumerate(LAYOUTS.items()):
+    title(ax, 0.2, top + 0.25, f"concept-token layouts ({profile} profile sizes): the "
+          "rows each adds, and the prompt each task writes")
+    for i, (layout, (heading, groups, _, identifier_trains)) in enumerate(LAYOUTS.items()):
         y0 = top - 2.0 * (i + 1)
         ct = example_tokens(layout, profile)
         trained = set(groups) | ({"identifier"} if identifier_trains else set())
         ax.plot([0.2, 16.8], [y0 + 1.95, y0 + 1.95], color="#cccccc", lw=0.8)
-        ax.text(0.2, y0 + 1.55, title, fontsize=9, fontweight="bold", va="center")
+        ax.text(0.2, y0 + 1.55, heading, fontsize=9, fontweight="bold", va="center")
         ax.text(0.2, y0 + 1.15, "rows added:", fontsize=7.5, va="center", color=GREY)
         rows = [(_run_label(names, g), g) for g, names in ct.groups.items()]
         _draw_chips(ax, 0.2, y0 + 0.45, rows, trained=trained)
@@ -258,10 +223,10 @@ def draw_token_layouts(profile: str = "teach") -> Figure:
             _draw_chips(ax, 6.5, yy, _chips(ct, task_prompt(layout, task, profile)))
     x = 0.2
     for g, colour in GROUP_COLOURS.items():
-        _box(ax, x, 0.1, 0.35, 0.3, face=colour)
+        box(ax, x, 0.1, 0.35, 0.3, face=colour)
         ax.text(x + 0.45, 0.25, g, fontsize=7.5, va="center")
         x += 1.0 + 0.09 * len(g)
-    _box(ax, x, 0.1, 0.35, 0.3, hatch="////")
+    box(ax, x, 0.1, 0.35, 0.3, hatch="////")
     ax.text(x + 0.45, 0.25, "not trained (stays at the class word)", fontsize=7.5,
             va="center")
     return fig
@@ -276,11 +241,11 @@ def _token_state(ax, x, y, states: dict[str, str], sizes: dict[str, int]) -> Non
         state = states.get(g, "absent")
         label = "<c>" if g == "identifier" else f"{GROUP_LETTERS[g]} x{sizes[g]}"
         if state == "absent":
-            _box(ax, x, y, 0.85, 0.45, label, edge="#aaaaaa", dashed=True, size=7.5)
+            box(ax, x, y, 0.85, 0.45, label, edge="#aaaaaa", dashed=True, size=7.5)
         else:
-            _box(ax, x, y, 0.85, 0.45, label, face=GROUP_COLOURS[g], size=7.5,
-                 alpha=1.0 if state == "trained" else 0.35,
-                 weight="bold" if state == "trained" else "normal")
+            box(ax, x, y, 0.85, 0.45, label, face=GROUP_COLOURS[g], size=7.5,
+                alpha=1.0 if state == "trained" else 0.35,
+                weight="bold" if state == "trained" else "normal")
         x += 0.93
 
 
@@ -289,9 +254,9 @@ def draw_unictokens_stages(profile: str = "teach") -> Figure:
     _check_profile(profile, SCHEDULES, "draw_unictokens_stages")
     _check_profile(profile, GROUP_SIZES, "draw_unictokens_stages")
     s, sizes = SCHEDULES[profile], GROUP_SIZES[profile]
-    fig, ax = _canvas(17, 6.6)
-    _title(ax, 0.2, 6.4, f"UniCTokens' three stages ({profile} profile: batch {s.batch} "
-           f"per task, AdamW lr {s.lr:g})")
+    fig, ax = canvas(17, 6.6)
+    title(ax, 0.2, 6.4, f"UniCTokens' three stages ({profile} profile: batch {s.batch} "
+          f"per task, AdamW lr {s.lr:g})")
     trained, frozen = "trained", "frozen"
     columns = [
         ("stage 1: understanding warm-up", f"{s.stage1_steps} steps",
@@ -315,18 +280,18 @@ def draw_unictokens_stages(profile: str = "teach") -> Figure:
          {"identifier": trained, "shared": frozen, "generation": frozen,
           "understanding": trained}),
     ]
-    for i, (title, steps, data, prompt, loss, states) in enumerate(columns):
+    for i, (heading, steps, data, prompt, loss, states) in enumerate(columns):
         x = 0.3 + 4.2 * i
-        ax.text(x + 1.85, 5.75, title, ha="center", va="center", fontsize=9,
+        ax.text(x + 1.85, 5.75, heading, ha="center", va="center", fontsize=9,
                 fontweight="bold")
         ax.text(x + 1.85, 5.2, steps, ha="center", va="center", fontsize=8, color=GREY)
-        _box(ax, x, 3.35, 3.7, 1.55, data, size=8)
-        _box(ax, x, 2.55, 3.7, 0.55, prompt, size=7.5, family="monospace", face="#f7f7f7")
+        box(ax, x, 3.35, 3.7, 1.55, data, size=8)
+        box(ax, x, 2.55, 3.7, 0.55, prompt, size=7.5, family="monospace", face="#f7f7f7")
         _token_state(ax, x + 0.05, 1.7, states, sizes)
         ax.text(x + 1.85, 1.15, loss, ha="center", va="center", fontsize=8.5,
                 fontweight="bold")
         if i:
-            _arrow(ax, (x - 0.45, 1.92), (x - 0.05, 1.92), label="tokens")
+            arrow(ax, (x - 0.45, 1.92), (x - 0.05, 1.92), label="tokens")
     ax.text(0.3, 0.45, "token rows: solid = trained in this stage; pale = kept frozen; "
             "dashed = not added yet.   L_und: cross-entropy on answer tokens; L_gen: "
             "cross-entropy on VQ codes.", fontsize=7.5, color=GREY)
@@ -359,9 +324,9 @@ def draw_knowledge_replay(concept: str = EXAMPLE_CONCEPT,
     asked = ct.understanding_prompt(r["question"], groups=groups["understanding"])
     drawn = ct.generation_prompt(r["rewritten"], groups=groups["generation"])
     und, gen = PATH_COLOURS["understanding"], PATH_COLOURS["generation"]
-    fig, ax = _canvas(17, 4.6)
-    _title(ax, 0.2, 4.35, "explicit knowledge replay: understanding tells generation "
-           "what it knows")
+    fig, ax = canvas(17, 4.6)
+    title(ax, 0.2, 4.35, "explicit knowledge replay: understanding tells generation "
+          "what it knows")
     steps = [
         ("1  ask", "turn the request into a question\n(in-context examples:\n"
          "unikit.replay.EXAMPLES)", r["question"], "", GREY),
@@ -371,12 +336,12 @@ def draw_knowledge_replay(concept: str = EXAMPLE_CONCEPT,
         ("4  generate", "the generation path draws\nfrom the rewritten prompt",
          "-> VQ codes -> image", collapsed(ct, drawn), gen),
     ]
-    _box(ax, 0.2, 2.75, 2.8, 0.9, f"request\n{r['request']}", size=7.5,
-         family="monospace")
+    box(ax, 0.2, 2.75, 2.8, 0.9, f"request\n{r['request']}", size=7.5,
+        family="monospace")
     x = 3.4
-    for title, what, out, prompt, colour in steps:
-        _arrow(ax, (x - 0.4, 3.2), (x, 3.2), colour)
-        _box(ax, x, 2.55, 3.0, 1.3, f"{title}\n{what}", edge=colour, size=7.8)
+    for heading, what, out, prompt, colour in steps:
+        arrow(ax, (x - 0.4, 3.2), (x, 3.2), colour)
+        box(ax, x, 2.55, 3.0, 1.3, f"{heading}\n{what}", edge=colour, size=7.8)
         ax.text(x + 1.5, 2.15, out, ha="center", va="center", fontsize=7.8,
                 family="monospace", color=colour)
         if prompt:

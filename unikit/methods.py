@@ -176,7 +176,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
     names = [c.name for c in cards]
     curves = {}
     trajectory = TokenRecorder()  # the tokens' path, saved with each stage's checkpoint
-    done = min(_finished_stage(checkpoint, names), stop_after)
+    done = min(finished_stage(checkpoint, names), stop_after)
     if done:
         cts = {n: token_files.load_concept_tokens(um, Path(checkpoint) / f"{n}.stage{done}.safetensors") for n in names}
         curves = json.loads((Path(checkpoint) / f"curves.stage{done}.json").read_text())
@@ -285,7 +285,7 @@ def run_unictokens_stage1(um, cards, pdata, sched, seed, on_step=None, progress=
     return pers
 
 
-def _finished_stage(checkpoint, names) -> int:
+def finished_stage(checkpoint, names) -> int:
     if checkpoint is None:
         return 0
     for stage in (3, 2, 1):

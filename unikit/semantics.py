@@ -23,7 +23,7 @@ from . import world
 SEMANTIC_METRICS = ("tok_identity", "tok_mark")
 
 
-def _word_rows(um, words) -> torch.Tensor:
+def word_rows(um, words) -> torch.Tensor:
     """Input-embedding rows ``[n, D]`` of the words of the base vocabulary among ``words``."""
     tok = um.tokenizer
     ids = [tok.convert_tokens_to_ids(w) for w in words]
@@ -58,8 +58,8 @@ def rows_semantics(um, rows: torch.Tensor, card) -> dict[str, float]:
     mark_other = [m for m in world.MARKS if m != card.mark] + [c for c in colours
                                                                if c not in (card.mark_colour, card.colour)]
     own_mark = [card.mark, card.mark_colour]
-    return {"tok_identity": lean(rows, _word_rows(um, own.values())) - lean(rows, _word_rows(um, other_words)),
-            "tok_mark": lean(rows, _word_rows(um, own_mark)) - lean(rows, _word_rows(um, mark_other))}
+    return {"tok_identity": lean(rows, word_rows(um, own.values())) - lean(rows, word_rows(um, other_words)),
+            "tok_mark": lean(rows, word_rows(um, own_mark)) - lean(rows, word_rows(um, mark_other))}
 
 
 def lean_over_training(um, recorder, cards):
