@@ -17,7 +17,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 help:
 	@echo "make book       set up, run every lesson (teach profile), build the HTML book"
-	@echo "make test       set up, run the tests (every lesson in the smoke profile included)"
+	@echo "make test       set up, run the tests (every lesson in the smoke and gpu-smoke profiles included)"
 	@echo "make lab        JupyterLab on notebooks/"
 	@echo "make smoke      run every lesson in the smoke profile (seconds each)"
 	@echo "make venv       only create .venv and install unikit into it"

@@ -24,11 +24,8 @@ def smoke_run(tmp_path_factory):
     return out_dir, results
 
 
-# The lessons make test runs in gpu-smoke. All twelve run (7.8 min with two workers), but the
-# whole series took clean-clone CI from 9.7 to 22.8 min; 03-07 and 11 (8 images and more per
-# concept and method, 2.3 s each at 384px on the tiny model) wait until their quick-profile cost
-# is cut.
-GPU_SMOKE_LESSONS = ("00", "01", "02", "08", "09", "10")
+# The lessons make test runs in gpu-smoke: every one of them.
+GPU_SMOKE_LESSONS = ("00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11")
 
 
 @pytest.fixture(scope="session")

@@ -23,3 +23,9 @@ def test_gpu_profile_defaults_to_janus_pro_and_bad_parameters_are_refused():
         lesson.setup("laptop")
     with pytest.raises(ValueError, match="choose one of float32, bfloat16, float16"):
         lesson.setup("smoke", device="cpu", dtype="double")
+
+
+def test_a_quick_profile_runs_a_lesson_on_two_of_its_concepts():
+    names = ["bo", "kiki", "luna"]
+    assert [c.name for c in lesson.setup("teach", device="cpu").concepts(names)] == names
+    assert [c.name for c in lesson.setup("smoke", device="cpu").concepts(names)] == ["bo", "kiki"]

@@ -92,7 +92,7 @@ def test_unictokens_stages_add_groups_in_order_and_freeze_earlier_ones(base):
     assert not all(torch.equal(a, b) for a, b in zip(trained, ct.parameters(groups=("understanding",))))
 
 
-def test_unictokens_resumes_from_its_last_stage_checkpoint(base, tmp_path, capsys):
+def test_unictokens_resumes_from_its_last_stage_checkpoint(base, tmp_path, capsys, monkeypatch):
     um = M.load_model(base)
     first = P.personalize(um, ["bo"], "unictokens", "smoke", seed=0, checkpoint=tmp_path, stop_after=2)
     assert sorted(p.name for p in tmp_path.glob("bo.*.safetensors")) == ["bo.stage1.safetensors",
@@ -112,6 +112,11 @@ def test_unictokens_resumes_from_its_last_stage_checkpoint(base, tmp_path, capsy
         assert all(torch.equal(a.rows[g], b.rows[g]) for g in a.rows)
     last = second.trajectory.last_rows("stage3", "bo")
     assert torch.equal(last["understanding"], second.tokens["bo"].rows["understanding"][0].detach())
+    # every stage asked for is in the checkpoint: loading renders and encodes no training data
+    monkeypatch.setattr(S, "personal_data", lambda *a, **k: pytest.fail("training data built for a finished run"))
+    loaded = P.personalize(M.load_model(base), ["bo"], "unictokens", "smoke", seed=0, checkpoint=tmp_path, stop_after=2)
+    assert loaded.curves["stage2"] == first.curves["stage2"]
+    monkeypatch.undo()
     (tmp_path / "trajectory.stage3.safetensors").unlink()  # a cache from before trajectories: stage 3 is redone
     assert P.finished_stage(tmp_path, ["bo"]) == 2
 
@@ -133,6 +138,8 @@ def test_bad_input_gets_clear_errors(base):
         P.personalize(um, ["nobody"], "separate", "smoke")
     with pytest.raises(P.MethodError, match="listed twice"):
         P.personalize(um, ["bo", "bo"], "separate", "smoke")
+    with pytest.raises(P.MethodError, match="stop_after=4: UniCTokens has stages 1, 2 and 3"):
+        P.personalize(um, ["bo"], "unictokens", "smoke", stop_after=4)
     with pytest.raises(profiles.ProfileError, match="unknown profile 'huge'; choose one of smoke, teach, gpu"):
         profiles.schedule("huge")
 

@@ -5,7 +5,8 @@ understanding tokens), a VQ tokenizer that downsamples 16x (a 24x24 grid: 576 ge
 tokens), a byte-level BPE tokenizer with Janus-Pro's special tokens, a chat template that writes
 Janus-Pro's ``<|User|>: ... <|Assistant|>:`` turns, and a ``JanusProcessor`` that pads to a square
 and resizes to 384px. What it does not share: widths, depths, vocabulary and codebook sizes (tiny)
-and, being random, any ability. :func:`build_tiny_janus_pro` saves it with ``save_pretrained``;
+and, being random, any ability; its tokenizer has one residual block per level in the decoder and none
+in the encoder (Janus-Pro has two). :func:`build_tiny_janus_pro` saves it with ``save_pretrained``;
 :func:`unikit.model.load_model` reads it like any checkpoint.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 IMAGE_SIZE, PATCH, GEN_DOWNSAMPLE = 384, 16, 16
+VQ_RES_BLOCKS = 0  # per level: the encoder only downsamples, the decoder has one block; at 384px the
+# tokenizer's convolutions are most of a CPU lesson's time, and a random model draws nothing anyway
 SPECIALS = {"bos": "<｜begin▁of▁sentence｜>", "eos": "<｜end▁of▁sentence｜>", "pad": "<｜▁pad▁｜>",
             "image": "<image_placeholder>", "boi": "<begin_of_image>", "eoi": "<end_of_image>",
             "user": "<|User|>", "assistant": "<|Assistant|>"}
@@ -75,7 +78,8 @@ def build_config(tokenizer, width: int = 32, layers: int = 2):
                   image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=width, depth=2, num_image_tokens=tokens)
     # five resolution levels (four 2x downsamplings) as in Janus-Pro's [1, 1, 2, 2, 4], at 32 channels
     # throughout (its GroupNorms need multiples of 32)
-    vq = dict(embed_dim=8, num_embeddings=64, base_channels=32, channel_multiplier=[1, 1, 1, 1, 1], num_res_blocks=1,
+    vq = dict(embed_dim=8, num_embeddings=64, base_channels=32, channel_multiplier=[1, 1, 1, 1, 1],
+              num_res_blocks=VQ_RES_BLOCKS,
               latent_channels=32, num_patches=grid, projection_dim=width, image_token_embed_dim=width,
               num_hidden_layers=2)
     config = JanusConfig(text_config=text, vision_config=vision, vq_config=vq,
@@ -100,7 +104,7 @@ def tiny_janus_pro(seed: int = 0) -> Path:
 
     width, layers = 32, 2
     settings = {"seed": seed, "width": width, "layers": layers, "image_size": IMAGE_SIZE, "patch": PATCH,
-                "chat_template": CHAT_TEMPLATE}
+                "vq_res_blocks": VQ_RES_BLOCKS, "chat_template": CHAT_TEMPLATE}
     path = artifact_dir("janus_pro", "gpu-smoke", settings)
     return path if (path / "config.json").is_file() else build_tiny_janus_pro(path, seed, width, layers)
 

@@ -3,6 +3,7 @@
     kit = lesson.setup(PROFILE, SEED, DEVICE, BASE, DTYPE)
     um = kit.model()        # a fresh copy of the base model on kit.device, in kit.dtype
     kit.schedule, kit.judge # the profile's personalization schedule; the world's judge
+    kit.concepts(CONCEPTS)  # the concept cards (a quick profile keeps the first two)
     kit.results()           # the bench made on this base model for this profile, or None
 
 ``BASE`` empty means the shipped base model (``data/base_model``), or Janus-Pro-1B from the
@@ -44,6 +45,13 @@ class Lesson:
     def quick(self) -> bool:
         """Whether the profile only proves that the lesson runs (``smoke``, ``gpu-smoke``): one seed."""
         return self.profile in QUICK
+
+    def concepts(self, names):
+        """The concept cards ``names`` (``unikit.concepts.load_concepts``); a quick profile keeps the
+        first two, enough to run every loop over concepts."""
+        from .concepts import load_concepts
+
+        return load_concepts(list(names)[:2] if self.quick else names)
 
     @functools.cached_property
     def schedule(self):

@@ -117,7 +117,8 @@ def add_token_groups(um, cards, sizes: dict, pdata, init: dict | None = None) ->
         ct = T.add_concept(um, card, groups={})
         for group, k in sizes.items():
             how = (init or {}).get(group, "class_word")
-            kw = {"images": pd.train_images} if how == "kmeans_images" else {}
+            # the training images' codes: the first of the generation targets (encoded once)
+            kw = {"codes": pd.gen_codes[:len(pd.train_images)]} if how == "kmeans_images" else {}
             ct.add_group(um, group, k, init=how, **kw)
         out[card.name] = ct
     return out
@@ -338,6 +339,8 @@ def personalize(um: M.UnifiedModel, concepts: Sequence, method: str, profile: st
         raise MethodError("no concepts given")
     if len({c.name for c in cards}) != len(cards):
         raise MethodError(f"a concept is listed twice: {[c.name for c in cards]}")
+    if stop_after not in (1, 2, 3):
+        raise MethodError(f"stop_after={stop_after!r}: UniCTokens has stages 1, 2 and 3; stop after one of them")
     sched = schedule(profile, **schedule_overrides)
     if checkpoint == "cache":
         from .cache import artifact_dir
@@ -348,7 +351,11 @@ def personalize(um: M.UnifiedModel, concepts: Sequence, method: str, profile: st
     if checkpoint is not None and method != "unictokens" and _has_final(checkpoint, cards):
         return _load_final(um, checkpoint, cards, method)
     t0 = time.time()
-    pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits if method in JOINT else 0) for c in cards]
+    if method == "unictokens" and finished_stage(checkpoint, [c.name for c in cards]) >= stop_after:
+        pdata = []  # every stage asked for is in the checkpoint: nothing left to train on
+    else:
+        pdata = [S.personal_data(um, c, sched, seed, n_edits=sched.n_edits if method in JOINT else 0)
+                 for c in cards]
     result = {**METHODS, **ABLATIONS}[method](um, cards, pdata, sched, seed, on_step=on_step, progress=progress,
                                               checkpoint=checkpoint, stop_after=stop_after)
     result.seconds = time.time() - t0

@@ -4,8 +4,8 @@
 - ``teach``: the default; meaningful results on a 2-core laptop;
 - ``gpu``: real Janus-Pro on an accelerator, at the papers' sizes;
 - ``gpu-smoke``: the ``gpu`` path (Janus-Pro's formats, 384px, its guidance) on a tiny random
-  Janus-Pro-shaped model on the CPU (:func:`unikit.janus_pro.tiny_janus_pro`), at smoke sizes:
-  proves that every lesson runs on a real-model checkpoint.
+  Janus-Pro-shaped model on the CPU (:func:`unikit.janus_pro.tiny_janus_pro`), the papers' token sizes
+  and smoke's steps: proves that every lesson runs on a real-model checkpoint.
 
 Each profile has a personalization :class:`Schedule` (:data:`SCHEDULES`) and concept-token
 group sizes (:data:`GROUP_SIZES`). The base model's sizes (``unikit.model.PROFILES``) and the
@@ -58,8 +58,7 @@ class Schedule:
 SCHEDULES = {
     "smoke": Schedule(3, 3, 3, batch=2, lr=5e-3, n_generated=2, augment_copies=1, eval_images=1, joint_steps=3,
                       n_edits=3),
-    # stage 2 at 300 steps, not 150: on the ship5 base, bo's gen_identity over six seeds went 0.458 -> 0.583
-    # (paired +0.125, not significant at that size; docs/notes/2026-12-03-ship5-run.md)
+    # stage 2 at 300 steps, not 150: bo drawn more often on the ship5 base (docs/notes/2026-12-03-ship5-run.md)
     "teach": Schedule(100, 300, 80, batch=4, lr=5e-3, n_generated=16, augment_copies=4, eval_images=4,
                       joint_steps=150),
     "gpu": Schedule(400, 600, 300, batch=8, lr=1e-3, n_generated=20, augment_copies=8, eval_images=4,
@@ -78,4 +77,6 @@ GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 
     "teach": {"shared": 8, "understanding": 4, "generation": 4, "editing": 4},
     "gpu": {"shared": 16, "understanding": 8, "generation": 8, "editing": 8},
 }
-GROUP_SIZES["gpu-smoke"] = GROUP_SIZES["smoke"]
+# gpu-smoke's Janus-Pro-shaped model is not a kit model, so it gets the papers' sizes, as Janus-Pro does
+# (tokens.default_group_sizes)
+GROUP_SIZES["gpu-smoke"] = GROUP_SIZES["gpu"]

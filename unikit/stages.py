@@ -119,7 +119,7 @@ def edit_triplets(card: ConceptCard, n: int, seed: int) -> list[tuple]:
 
 @torch.no_grad()
 def generation_codes(um: M.UnifiedModel, train: np.ndarray, schedule: Schedule, rng: random.Random) -> torch.Tensor:
-    """VQ codes ``[n * augment_copies, g, g]`` of the training images and their augmented copies."""
+    """VQ codes ``[n * augment_copies, g, g]``: the ``n`` training images first, then their augmented copies."""
     variants = [train] + [augment(train, rng) for _ in range(max(0, schedule.augment_copies - 1))]
     return V.vq_encode(um, np.concatenate(variants))
 

@@ -185,8 +185,8 @@ class ConceptTokens:
     def add_group(self, um, group: str, k: int, init: str = "class_word", images=None, codes=None,
                   seed: int = 0) -> list[int]:
         """Add ``k`` tokens of ``group`` (initialised by ``init``, one of :data:`INITS`) to the model and
-        to these tokens; returns their ids. ``kmeans_images`` needs ``images`` (``uint8[N, 32, 32, 3]``),
-        ``kmeans_codes`` needs ``codes`` (``LongTensor[N, g, g]``)."""
+        to these tokens; returns their ids. ``kmeans_images`` needs ``images`` (``uint8[N, 32, 32, 3]``)
+        or their VQ ``codes``, ``kmeans_codes`` needs ``codes`` (``LongTensor[N, g, g]``)."""
         _check_groups({group: k})
         if group in self.groups:
             raise ConceptTokenError(f"{self.identifier} already has {group} tokens {self.groups[group]}; "
@@ -347,11 +347,11 @@ def _initial_rows(um, ct: ConceptTokens, k: int, init: str, images=None, codes=N
         out_rows = head.weight[:n].mean(0).expand(k, -1)
         bias = head.bias[:n].mean().expand(k) if getattr(head, "bias", None) is not None else None
     elif init == "kmeans_images":
-        if images is None:
+        if images is None and codes is None:
             raise ConceptTokenError("init='kmeans_images' needs images= (uint8 [N, 32, 32, 3], the concept's "
-                                    "training images)")
+                                    "training images) or their VQ codes=")
         from .vq import vq_encode
-        in_rows = image_token_centroids(um, vq_encode(um, images), k, seed)
+        in_rows = image_token_centroids(um, vq_encode(um, images) if codes is None else codes, k, seed)
     elif init == "kmeans_codes":
         if codes is None:
             raise ConceptTokenError("init='kmeans_codes' needs codes= (LongTensor [N, g, g] of VQ ids, e.g. "
