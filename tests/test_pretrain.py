@@ -110,6 +110,31 @@ def test_the_facts_phase_continues_a_finished_model_as_the_whole_run_would(smoke
         P.pretrain("smoke", out=tmp_path / "again", progress=False, phases_from=[out])
 
 
+def test_object_edits_remove_or_replace_the_object_and_train_as_their_own_task():
+    rng, kinds = random.Random(0), set()
+    for sc in world.generic_scenes(40, seed=3):
+        instr, target = world.object_edit(sc, rng)
+        kept = ("background", "x", "y", "size", "toy", "toy_shape")
+        assert [getattr(target, k) for k in kept] == [getattr(sc, k) for k in kept]
+        assert target.hat == target.scarf == world.NONE  # worn items go with the object
+        if instr.startswith("remove "):
+            body = world.object_phrase(*(sc.value(k) for k in world.BODY), determiner="the")
+            assert instr.split(" ", 2)[2] == body.split(" ", 1)[1] and not target.present
+        else:
+            assert instr == "replace the object with " + world.object_phrase(*(target.value(k) for k in world.BODY))
+            assert target.present and any(target.value(k) != sc.value(k) for k in world.BODY)
+        kinds.add(instr.split()[0])
+    assert kinds == {"remove", "replace"}
+    um = M.build_model("smoke")
+    corpus = P.build_corpus(um, 32, seed=0)
+    M.check_vocabulary(um.tokenizer, corpus.object_instr)
+    src, instr, codes = P.task_batch("object_edit", corpus, 4, random.Random(0))
+    assert src.shape == (4, 32, 32, 3) and codes.shape == (4, um.gen_grid, um.gen_grid) and len(instr) == 4
+    P.train_lm(um, corpus, P.pretrain_config("smoke", lm_steps=2, mix={"object_edit": 1}), {}, progress=False)
+    from unikit.judge import load_judge
+    assert 0 <= P.evaluate_base(um, load_judge(progress=False), n=2, tasks=("object_edit",))["edit_object"] <= 1
+
+
 def test_tokenizer_stays_frozen_while_the_rest_trains():
     um = M.build_model("smoke")
     corpus = P.build_corpus(um, 32, seed=0)
@@ -307,7 +332,10 @@ def test_resume_with_changed_later_settings_reuses_the_finished_tokenizer(tmp_pa
     um, metrics, history = P.pretrain("smoke", out=out, resume=True, progress=False, lm_steps=10)
     said = capsys.readouterr().out
     assert "lm_steps: 24 -> 10" in said and "reusing its finished vq, vision, align phase(s)" in said
-    assert set(metrics["reused_phases"]) == {"vq", "vision", "align"} and "tokenizer" in metrics["phase_seconds"]
+    assert set(metrics["reused_phases"]) == {"vq", "vision", "align"}
+    # the reused phases' wall time is counted in the card, not left out
+    assert {"reused_tokenizer", "reused_vision", "reused_align"} <= set(metrics["phase_seconds"])
+    assert "with the reused phases' own time" in (out / "MODEL_CARD.md").read_text()
     assert all(torch.equal(trained_vq[k], v) for k, v in um.vq.state_dict().items())
     assert len(history["vq"]) == P.CONFIGS["smoke"].vq_steps and len(history["lm"]) == 10
     assert "--resume" in (out / "MODEL_CARD.md").read_text()

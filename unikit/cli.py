@@ -144,8 +144,9 @@ def add_pretrain(subparsers) -> None:
                    help="smoke (seconds), teach (lesson 01's demonstration, minutes), ship (hours), "
                         "ship2 (ship with the encoder frozen in phase 3), ship3 (ship2 with a language model twice "
                         "as deep), ship4 (ship2 with twice the model steps), ship5 (ship4's finished model, "
-                        "--phases-from it, then the facts phase) or ship6 (ship5's recipe from nothing in "
-                        "bfloat16 autocast, 36000 model steps)")
+                        "--phases-from it, then the facts phase), ship6 (ship5's recipe from nothing in "
+                        "bfloat16 autocast, 36000 model steps) or ship7 (ship6 that also learns to remove and "
+                        "replace the object)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the cache)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)

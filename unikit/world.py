@@ -353,6 +353,26 @@ def random_edit(scene: Scene, rng: random.Random) -> tuple[str, Scene]:
     return f"add {article(colour)} {colour} {item}", scene.replace(**{item: colour})
 
 
+BODY = ("shape", "colour", "pattern", "mark", "mark_colour")  # what makes an object itself
+
+
+def object_edit(scene: Scene, rng: random.Random) -> tuple[str, Scene]:
+    """Remove the object (named in words: ``"remove the plain red circle with a blue top"``) or
+    replace it by another described object (``"replace the object with a striped green square"``),
+    the personalized edits' operations (``"remove <bo>"``, ``"replace the object with <bo>"``).
+    Worn items go with the object; a toy stays. Returns ``(instruction, target_scene)``."""
+    worn = dict(hat=NONE, scarf=NONE)
+    if rng.random() < 0.5:
+        who = object_phrase(*(scene.value(k) for k in BODY), determiner=rng.choice(("a", "the")))
+        return f"remove {who}", scene.replace(present=False, **worn)
+    while True:
+        new = random_scene(rng, item_prob=0.0)
+        if any(new.value(k) != scene.value(k) for k in BODY):
+            break
+    body = {k: new.value(k) for k in BODY}
+    return f"replace the object with {object_phrase(*body.values())}", scene.replace(**body, **worn)
+
+
 def vocabulary() -> list[str]:
     """Every word the world's language uses (captions, questions, answers, instructions)."""
     words = set()
@@ -363,6 +383,7 @@ def vocabulary() -> list[str]:
             words.update(q.replace("?", " ?").split())
             words.update(a.split())
         words.update(random_edit(sc, rng)[0].split())
+        words.update(object_edit(sc, rng)[0].split())
     words.update(SHAPES + PATTERNS + TOY_SHAPES + MARKS + NAMES + tuple(COLOURS) + tuple(BACKGROUNDS)
                  + (NONE, "yes", "no", "is", "a", "photo", "of", "."))
     return sorted(words)

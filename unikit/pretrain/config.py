@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from ..preamble import FACT_TASKS
 
 
-TASKS = ("caption", "vqa", "attribute", "recognition", "same", "t2i", "edit", *FACT_TASKS)
-GENERATION_TASKS = {"t2i": "t2i", "edit": "edit", "fact_t2i": "t2i", "fact_edit": "edit"}  # task -> loss
+TASKS = ("caption", "vqa", "attribute", "recognition", "same", "t2i", "edit", "object_edit", *FACT_TASKS)
+GENERATION_TASKS = {"t2i": "t2i", "edit": "edit", "object_edit": "edit", "fact_t2i": "t2i", "fact_edit": "edit"}  # task -> loss
 CAPTION_Q = "describe the image."
 SAME_Q = "is the object in both images the same?"
 
@@ -118,38 +118,31 @@ CONFIGS = {
                            mix={"attribute": 1, "recognition": 1, "vqa": 1, "caption": 1, "same": 1, "t2i": 4,
                                 "edit": 2}),
 }
-# ship2: the next shipped model's recipe. The ship run's phase 3 erased what phase 2 taught the
-# encoder (linear probe, 2000 renders: shape 0.988 -> 0.446, mark 0.976 -> 0.481; see
-# docs/notes/2026-12-03-ship-run.md), so phase 3 keeps the understanding encoder frozen.
+# ship2: ship with the encoder frozen in phase 3, which erased phase 2's shape and mark read-out
+# (docs/notes/2026-12-03-ship-run.md).
 CONFIGS["ship2"] = dataclasses.replace(CONFIGS["ship"], profile="ship2", lm_train_vision=False)
-# ship3: ship2 with a language model twice as deep (the "deep" sizes). ship2 met every
-# understanding target and drew poorly with its text-to-image loss still falling; at 35 training
-# tokens per parameter it is past the compute-optimal size, so the extra compute goes to depth
-# (docs/notes/2026-12-03-ship3-run.md). Its tokenizer and encoder phases are ship2's.
+# ship3: ship2 with a language model twice as deep; stopped, depth did not speed up drawing
+# (docs/notes/2026-12-03-ship3-run.md).
 CONFIGS["ship3"] = dataclasses.replace(CONFIGS["ship2"], profile="ship3", model="deep")
-# ship4: ship2 with twice the model steps. Stopped at step 6300, ship3 had not lowered the
-# text-to-image loss at equal steps (mean over steps 5000-5999: 3.62 against ship2's 3.56) while
-# its understanding losses were lower: generation is limited by steps, not depth, at this size.
+# ship4: ship2 with twice the model steps: drawing is limited by steps at this size
+# (docs/notes/2026-12-03-ship4-run.md).
 CONFIGS["ship4"] = dataclasses.replace(CONFIGS["ship2"], profile="ship4", lm_steps=24000)
-# ship5: ship4, then the facts phase (docs/notes/2026-12-03-facts-preamble.md: ship4 drew and
-# recognised a concept from its words alone every time, and never with the card's facts in front;
-# replay's fact questions with no image got "none"). Run on ship4's finished model
-# (--phases-from), which holds the first four phases with these settings.
-# A probe of 400 steps (docs/notes/2026-12-03-ship5-run.md) kept every generic skill and started
-# the new ones; the facts tasks get more than half the mixture.
+# ship5: ship4's finished model (--phases-from), then the facts phase, so a concept's facts before a
+# request are used, not a reason to fail (docs/notes/2026-12-03-facts-preamble.md, 2026-12-03-ship5-run.md).
 CONFIGS["ship5"] = dataclasses.replace(CONFIGS["ship4"], profile="ship5", facts_steps=4000, facts_warmup=200,
                                        facts_lr=8e-4,
                                        facts_mix={"caption": 1, "vqa": 1, "attribute": 1, "recognition": 1, "same": 1,
                                                   "t2i": 2, "edit": 2, "fact_t2i": 4, "fact_edit": 3, "fact_qa": 2,
                                                   "fact_ask": 2})
-
-# ship6: ship5's recipe from nothing in one command, inside the 3-hour budget, with half as many
-# model steps again. ship5's lineage took about 254 min of wall time (the tokenizer and encoder
-# phases side by side at one thread, 79 min, then ship4 and the facts phase, 175 min). With
-# bfloat16 autocast a model step on two workers takes 0.145 s against 0.226 s (encoder and
-# alignment phases about 1.4x faster too; docs/notes/2026-12-04-bf16.md), which pays for
-# 36000 model steps (ship4's text-to-image loss was still falling at 24000).
+# ship6: ship5's recipe from nothing in one command, in bfloat16 autocast, whose faster steps pay for
+# 36000 model steps inside the 3-hour budget (docs/notes/2026-12-04-bf16.md).
 CONFIGS["ship6"] = dataclasses.replace(CONFIGS["ship5"], profile="ship6", precision="bf16", lm_steps=36000)
+# ship7: ship6 with the object edits (remove the object, replace it by a described one), the operations the
+# personalized edits ask for ("remove <bo>", "replace the object with <bo>"), which no earlier model was taught.
+CONFIGS["ship7"] = dataclasses.replace(CONFIGS["ship6"], profile="ship7",
+                                       mix={**CONFIGS["ship6"].mix, "object_edit": 1},
+                                       facts_mix={**CONFIGS["ship6"].facts_mix, "object_edit": 1})
+
 
 class PretrainError(ValueError):
     """Bad pretraining input (unknown profile, an output directory holding something else)."""

@@ -5,7 +5,7 @@ corpus rendered and VQ-encoded once, and one task's batch and loss."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -141,19 +141,29 @@ class Corpus:
     edit_instr: list[str]
     edit_images: np.ndarray
     edit_codes: torch.Tensor
+    # removing or replacing the object (world.object_edit): source index, instruction, target codes
+    object_src: list[int] = field(default_factory=list)
+    object_instr: list[str] = field(default_factory=list)
+    object_codes: torch.Tensor | None = None
 
 
 @torch.no_grad()
 def build_corpus(um: M.UnifiedModel, n: int, seed: int, batch: int = 512) -> Corpus:
-    """Render ``n`` generic scenes (no held-out pairs) and half as many edits; VQ-encode both once."""
+    """Render ``n`` generic scenes (no held-out pairs), half as many edits and a quarter as many
+    object edits (their own random stream, so the rest does not depend on them); VQ-encode them once."""
     rng = random.Random(seed)
     scenes = [world.random_scene(rng, item_prob=0.35) for _ in range(n)]
     edit_src = list(range(n // 2))
     edits = [world.random_edit(scenes[i], rng) for i in edit_src]
+    object_rng = random.Random(f"object_edit|{seed}")
+    object_src = list(range(n // 4))
+    object_edits = [world.object_edit(scenes[i], object_rng) for i in object_src]
     images = world.render_many(scenes)
     targets = world.render_many([t for _, t in edits])
     enc = lambda x: torch.cat([V.vq_encode(um, x[i:i + batch]) for i in range(0, len(x), batch)])  # noqa: E731
-    return Corpus(scenes, images, enc(images), edit_src, [e for e, _ in edits], targets, enc(targets))
+    return Corpus(scenes, images, enc(images), edit_src, [e for e, _ in edits], targets, enc(targets),
+                  object_src, [e for e, _ in object_edits],
+                  enc(world.render_many([t for _, t in object_edits])) if object_edits else None)
 
 
 def task_batch(task: str, corpus: Corpus, size: int, rng: random.Random, attributes=YESNO_ORDER, newest: float = 0.0,
@@ -199,6 +209,12 @@ def task_batch(task: str, corpus: Corpus, size: int, rng: random.Random, attribu
         e = [rng.randrange(len(corpus.edit_src)) for _ in range(size)]
         src = corpus.images[[corpus.edit_src[i] for i in e]]
         return src, [corpus.edit_instr[i] for i in e], corpus.edit_codes[e]
+    if task == "object_edit":
+        if not corpus.object_src:
+            raise ValueError("this corpus has no object edits; build it with build_corpus")
+        e = [rng.randrange(len(corpus.object_src)) for _ in range(size)]
+        src = corpus.images[[corpus.object_src[i] for i in e]]
+        return src, [corpus.object_instr[i] for i in e], corpus.object_codes[e]
     if task == "fact_t2i":
         return None, [P.fact_t2i_prompt(s, rng) for s in scenes], corpus.codes[idx]
     if task == "fact_edit":

@@ -135,6 +135,14 @@ def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, gu
                               for i, c in enumerate(chunks(pairs))])
         reads = judge.read(res)
         out["edit"] = float(np.mean([all_right(r, expected_reading(t)) for r, (_, _, t) in zip(reads, pairs)]))
+    if "object_edit" in tasks:  # remove or replace the object (world.object_edit), on its own random stream
+        orng = random.Random(f"object_edit|{seed}")
+        pairs = [(s, *world.object_edit(s, orng)) for s in (world.random_scene(orng, item_prob=0.35) for _ in range(n))]
+        res = np.concatenate([M.edit_image(um, world.render_many([s for s, _, _ in c]), [e for _, e, _ in c],
+                                           guidance=guidance, temperature=temperature, seed=seed + i)
+                              for i, c in enumerate(chunks(pairs))])
+        reads = judge.read(res)
+        out["edit_object"] = float(np.mean([all_right(r, expected_reading(t)) for r, (_, _, t) in zip(reads, pairs)]))
     if "attribute" in tasks:  # yes/no per attribute: n questions over YESNO_ORDER, half of each true
         which = [YESNO_ORDER[i % len(YESNO_ORDER)] for i in range(n)]
         pool = [world.random_scene(rng, item_prob=0.35, mark_prob=1.0 if w == "mark" else 0.5) for w in which]
@@ -199,7 +207,8 @@ def evaluate_facts(um: M.UnifiedModel, judge, n: int, rng: random.Random, seed: 
     return out
 
 
-EVAL_TASKS = ("vq", "probe", "caption", "vqa", "attribute", "recognition", "same", "t2i", "edit", "facts")
+EVAL_TASKS = ("vq", "probe", "caption", "vqa", "attribute", "recognition", "same", "t2i", "edit", "object_edit",
+              "facts")
 FACT_KEYS = ("fact_t2i", "fact_edit", "fact_qa", "fact_recognition")  # reported, no target (evaluate_facts)
 TARGETS = {**{f"encoder_probe_{a}": 0.97 for a in world.ATTRIBUTES}, **{f"attribute_{a}": 0.95 for a in YESNO_ORDER},
            "recognition": 0.90, "same_object": 0.85, "vqa": 0.95, "caption": 0.85, "vq_recon_judge": 0.95,

@@ -166,7 +166,8 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
                 old, state = load_checkpoint(ckpt)
                 load_phase_state(um, PHASE_FILES[ph], phase_state(old, PHASE_FILES[ph]))
                 history.update({k: v for k, v in json.loads(state["history"]).items() if k.startswith(ph)})
-                seconds.update({k: v for k, v in state.get("seconds", {}).items() if k == PHASE_FILES[ph]})
+                # its wall time counts in this run's total, as a reused phase
+                seconds.update({f"reused_{k}": v for k, v in state.get("seconds", {}).items() if k == PHASE_FILES[ph]})
             else:
                 load_phase_weights(um, PHASE_FILES[ph], Path(source) / f"{PHASE_FILES[ph]}.safetensors")
                 seconds[f"reused_{PHASE_FILES[ph]}"] = probe_seconds(Path(source))
@@ -310,8 +311,9 @@ def model_card(um: M.UnifiedModel, cfg: PretrainConfig, metrics: dict, command: 
     reused = ", ".join(f"{ph} (from {src})" for ph, src in (metrics.get("reused_phases") or {}).items()) or "none"
     table = M.parameter_table(um)
     rows = "\n".join(f"| {k} | {v:,} |" for k, v in table.items())
-    keys = [*TARGETS, "t2i_heldout", *(k for k in ("vq_original_judge", *FACT_KEYS) if k in metrics)]
+    keys = [*TARGETS, "t2i_heldout", *(k for k in ("edit_object", "vq_original_judge", *FACT_KEYS) if k in metrics)]
     notes = {"vq_original_judge": "(report: the judge on the renders themselves, vq_recon_judge's ceiling)",
+             "edit_object": "(report: remove or replace the object, the personalized edits' operations)",
              **{k: "(report: facts stated first, `evaluate_facts`)" for k in FACT_KEYS}}
     quality = "\n".join(f"| {k} | {metrics.get(k, float('nan')):.3f} | {TARGETS.get(k, notes.get(k, '(report)'))} |"
                          for k in keys)
