@@ -118,11 +118,11 @@ def test_object_edits_remove_or_replace_the_object_and_train_as_their_own_task()
         assert [getattr(target, k) for k in kept] == [getattr(sc, k) for k in kept]
         assert target.hat == target.scarf == world.NONE  # worn items go with the object
         if instr.startswith("remove "):
-            body = world.object_phrase(*(sc.value(k) for k in world.BODY), determiner="the")
+            body = world.object_phrase(*(sc.value(k) for k in world.IDENTITY), determiner="the")
             assert instr.split(" ", 2)[2] == body.split(" ", 1)[1] and not target.present
         else:
-            assert instr == "replace the object with " + world.object_phrase(*(target.value(k) for k in world.BODY))
-            assert target.present and any(target.value(k) != sc.value(k) for k in world.BODY)
+            assert instr == "replace the object with " + world.object_phrase(*(target.value(k) for k in world.IDENTITY))
+            assert target.present and any(target.value(k) != sc.value(k) for k in world.IDENTITY)
         kinds.add(instr.split()[0])
     assert kinds == {"remove", "replace"}
     um = M.build_model("smoke")

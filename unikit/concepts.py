@@ -122,7 +122,7 @@ class ConceptCard:
 
     def identity(self) -> tuple[str, str, str, str, str]:
         """What makes this concept itself: what the judge's identity check compares."""
-        return (self.shape, self.colour, self.pattern, self.mark, self.mark_colour)
+        return tuple(getattr(self, k) for k in world.IDENTITY)
 
 
 # --------------------------------------------------------------------------- cards

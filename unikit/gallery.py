@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import evaluate as E
+from .world import IDENTITY
 
-IDENTITY = ("shape", "colour", "pattern", "mark", "mark_colour")  # what the judge's identity check compares
 
 
 def recognition_failures(um, pers, card) -> list[dict]:

@@ -68,6 +68,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 # The attributes a caption states (all of them but ``present``).
 NAMEABLE = ("shape", "colour", "pattern", "background", "mark", "mark_colour", "hat", "scarf", "toy", "toy_shape")
+IDENTITY = ("shape", "colour", "pattern", "mark", "mark_colour")  # what makes an object itself (the judge compares it)
 
 
 class WorldError(ValueError):
@@ -353,9 +354,6 @@ def random_edit(scene: Scene, rng: random.Random) -> tuple[str, Scene]:
     return f"add {article(colour)} {colour} {item}", scene.replace(**{item: colour})
 
 
-BODY = ("shape", "colour", "pattern", "mark", "mark_colour")  # what makes an object itself
-
-
 def object_edit(scene: Scene, rng: random.Random) -> tuple[str, Scene]:
     """Remove the object (named in words: ``"remove the plain red circle with a blue top"``) or
     replace it by another described object (``"replace the object with a striped green square"``),
@@ -363,13 +361,13 @@ def object_edit(scene: Scene, rng: random.Random) -> tuple[str, Scene]:
     Worn items go with the object; a toy stays. Returns ``(instruction, target_scene)``."""
     worn = dict(hat=NONE, scarf=NONE)
     if rng.random() < 0.5:
-        who = object_phrase(*(scene.value(k) for k in BODY), determiner=rng.choice(("a", "the")))
+        who = object_phrase(*(scene.value(k) for k in IDENTITY), determiner=rng.choice(("a", "the")))
         return f"remove {who}", scene.replace(present=False, **worn)
     while True:
         new = random_scene(rng, item_prob=0.0)
-        if any(new.value(k) != scene.value(k) for k in BODY):
+        if any(new.value(k) != scene.value(k) for k in IDENTITY):
             break
-    body = {k: new.value(k) for k in BODY}
+    body = {k: new.value(k) for k in IDENTITY}
     return f"replace the object with {object_phrase(*body.values())}", scene.replace(**body, **worn)
 
 

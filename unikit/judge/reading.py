@@ -147,7 +147,7 @@ class Judge(nn.Module):
         by_identity = {ident: card.name for card in cards for ident in readable_identities(card.identity())}
         names = []
         for r in self.read(images):
-            key = (r["shape"], r["colour"], r["pattern"], r["mark"], r["mark_colour"])
+            key = tuple(r[k] for k in world.IDENTITY)
             names.append(by_identity.get(key) if r["present"] == "yes" else None)
         return names
 

@@ -128,21 +128,19 @@ def evaluate_base(um: M.UnifiedModel, judge, n: int = 200, seed: int = 12345, gu
             reads = judge.read(gen)
             want = [{k: expected_reading(s)[k] for k in (*world.NAMEABLE, "present")} for s in pool]
             out[key] = float(np.mean([all_right(r, w) for r, w in zip(reads, want)]))
-    if "edit" in tasks:
-        pairs = [(s, *world.random_edit(s, rng)) for s in scenes]
+
+    def edits_right(pairs) -> float:  # (source scene, instruction, target scene) -> share judged right
         res = np.concatenate([M.edit_image(um, world.render_many([s for s, _, _ in c]), [e for _, e, _ in c],
                                            guidance=guidance, temperature=temperature, seed=seed + i)
                               for i, c in enumerate(chunks(pairs))])
-        reads = judge.read(res)
-        out["edit"] = float(np.mean([all_right(r, expected_reading(t)) for r, (_, _, t) in zip(reads, pairs)]))
+        return float(np.mean([all_right(r, expected_reading(t)) for r, (_, _, t) in zip(judge.read(res), pairs)]))
+
+    if "edit" in tasks:
+        out["edit"] = edits_right([(s, *world.random_edit(s, rng)) for s in scenes])
     if "object_edit" in tasks:  # remove or replace the object (world.object_edit), on its own random stream
         orng = random.Random(f"object_edit|{seed}")
-        pairs = [(s, *world.object_edit(s, orng)) for s in (world.random_scene(orng, item_prob=0.35) for _ in range(n))]
-        res = np.concatenate([M.edit_image(um, world.render_many([s for s, _, _ in c]), [e for _, e, _ in c],
-                                           guidance=guidance, temperature=temperature, seed=seed + i)
-                              for i, c in enumerate(chunks(pairs))])
-        reads = judge.read(res)
-        out["edit_object"] = float(np.mean([all_right(r, expected_reading(t)) for r, (_, _, t) in zip(reads, pairs)]))
+        out["edit_object"] = edits_right([(s, *world.object_edit(s, orng))
+                                          for s in (world.random_scene(orng, item_prob=0.35) for _ in range(n))])
     if "attribute" in tasks:  # yes/no per attribute: n questions over YESNO_ORDER, half of each true
         which = [YESNO_ORDER[i % len(YESNO_ORDER)] for i in range(n)]
         pool = [world.random_scene(rng, item_prob=0.35, mark_prob=1.0 if w == "mark" else 0.5) for w in which]
