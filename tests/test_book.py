@@ -178,6 +178,8 @@ def test_diagrams_follow_the_code(tmp_path):
         groups, prompting = methods.joint_layout(teach, layout)
         _, added, per_task, _ = diagrams.LAYOUTS[layout]
         assert tuple(groups) == added
+        drawn = diagrams.example_tokens(layout).sizes()
+        assert groups == {g: k for g, k in drawn.items() if g != "identifier"}, "the diagram draws the rows added"
         assert {t: getattr(prompting, t) for t in diagrams.TASKS} == per_task
     prompt = diagrams.task_prompt("unified", "understanding")
     assert prompt.startswith("<bo> is <bo_s0>") and "<bo_u0>" in prompt

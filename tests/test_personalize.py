@@ -173,7 +173,8 @@ def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
     assert data["base_model_hash"] == T.base_model_hash(M.load_model(base))
     # an interrupted run's finished jobs are kept and skipped, but only for the same base model
     partial = out.with_suffix(".partial.json")
-    run_id = {"profile": "smoke", "base_model_hash": data["base_model_hash"], "concepts": ["bo"]}
+    run_id = {"profile": "smoke", "base_model_hash": data["base_model_hash"], "tokens": data["tokens"],
+              "concepts": ["bo"]}
     partial.write_text(json.dumps({**run_id, "rows": data["rows"], "seconds": 1000.0}))
     again = B.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
                     progress=False)
@@ -181,6 +182,9 @@ def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
     assert again["rows"] == data["rows"] and not partial.exists() and 1000.0 <= again["seconds"] < 1005
     partial.write_text(json.dumps({**run_id, "base_model_hash": "0" * 16, "rows": data["rows"]}))
     with pytest.raises(E.BenchError, match="another base_model_hash.*--fresh"):
+        B.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
+    partial.write_text(json.dumps({**run_id, "tokens": {**data["tokens"], "start": {}}, "rows": data["rows"]}))
+    with pytest.raises(E.BenchError, match="another tokens"):
         B.bench("smoke", ["text_prompt"], ["bo"], seeds=2, out=out, base=base, judge=judge, progress=False)
     partial.write_text(json.dumps(data["rows"]))
     with pytest.raises(E.BenchError, match="older unikit"):
@@ -204,6 +208,9 @@ def test_lessons_never_quote_bench_results_made_on_another_base_model(base, tmp_
     assert "not on this one" in capsys.readouterr().out
     cached.parent.mkdir()
     cached.write_text(json.dumps({"base_model_hash": T.base_model_hash(um), "rows": [1]}))
+    assert B.load_results("smoke", base=um) is None  # made before the token layout was recorded
+    assert "laid out or started otherwise" in capsys.readouterr().out
+    cached.write_text(json.dumps({"base_model_hash": T.base_model_hash(um), "tokens": P.token_layout(um), "rows": [1]}))
     assert B.load_results("smoke", base=um)["rows"] == [1]
 
 

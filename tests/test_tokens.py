@@ -181,6 +181,31 @@ def test_initialisation(base, bo_images):
         ct.add_group(um, "editing", 1, init="random")
 
 
+def test_words_initialisation(base):
+    """init="words": one row per token of the card's words, in order, the identifier's own row where
+    the words name the concept, the class word past their end; the prompt then reads as the card."""
+    um = fresh(base)
+    card = C.load_concept("bo")
+    words = T.card_words(card)
+    assert words.startswith("a plain orange circle. <bo> has") and "<bo> is" not in words
+    ct = T.add_concept(um, card, groups={})
+    ids = um.tokenizer(words, add_special_tokens=False)["input_ids"]
+    ct.add_group(um, "shared", len(ids) + 2, init="words", words=words)
+    emb, head = um.model.get_input_embeddings().weight, um.model.lm_head.weight
+    rows = ct.rows["shared"][0]
+    me = ct.ids["identifier"][0]
+    for i, t in enumerate(ids):
+        want = ct.rows["identifier"][0][0] if t == me else emb[t]
+        assert torch.equal(rows[i], want), f"row {i} is not the embedding of {um.tokenizer.convert_ids_to_tokens(t)}"
+    assert me in ids
+    word = um.tokenizer.convert_tokens_to_ids(card.shape)
+    assert torch.equal(rows[-1], emb[word]) and torch.equal(ct.rows["shared"][1][0], head[word])
+    short = T.add_concept(fresh(base), card, groups={"shared": 3}, init="words")  # the card's own words
+    assert torch.equal(short.rows["shared"][0], emb[ids[:3]])
+    with pytest.raises(T.ConceptTokenError, match="needs words="):
+        ct.add_group(um, "editing", 1, init="words")
+
+
 def test_kmeans():
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])

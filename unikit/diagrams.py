@@ -139,7 +139,7 @@ def example_tokens(layout: str, profile: str = "teach") -> ConceptTokens:
                            f"choose one of {', '.join(LAYOUTS)}")
     _check_profile(profile, GROUP_SIZES, "example_tokens")
     sizes = dict(GROUP_SIZES[profile])
-    if layout == "separate":  # its understanding set is as large as the shared group
+    if layout in ("separate", "decoupled"):  # their understanding rows are as many as the shared ones
         sizes["understanding"] = sizes["shared"]
     card = load_concept(EXAMPLE_CONCEPT)
     ct = ConceptTokens(card.name, card.shape, base_hash="")

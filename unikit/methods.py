@@ -111,15 +111,30 @@ class Personalized:
 # --------------------------------------------------------------------------- the methods
 
 
+START = {"shared": "words", "understanding": "words", "generation": "class_word", "editing": "class_word"}
+"""How each method's groups start (:data:`unikit.tokens.INITS`): rows that understanding trains
+hold the card's own words (``tokens.card_words``: "a plain orange circle. <bo> has a yellow hat.
+..."), one token per row, so the facts a user wrote are in the tokens from step 0; rows only
+generation or editing trains start from the class word (docs/notes/2026-12-04-word-init.md)."""
+
+
+def token_layout(um) -> dict:
+    """How this kit lays out and starts a concept's tokens on ``um``: ``{"groups": sizes, "start":
+    START}``. Results and checkpoints record it; ones made with another layout are not reused."""
+    return {"groups": T.default_group_sizes(um), "start": dict(START)}
+
+
 def add_token_groups(um, cards, sizes: dict, pdata, init: dict | None = None) -> dict:
+    """Add each card's identifier and ``sizes`` (``{group: k}``) to ``um``; a group starts as
+    ``init[group]`` says, else as :data:`START` does. Returns ``{name: ConceptTokens}``."""
     out = {}
     for card, pd in zip(cards, pdata):
         ct = T.add_concept(um, card, groups={})
         for group, k in sizes.items():
-            how = (init or {}).get(group, "class_word")
+            how = (init or {}).get(group, START[group])
             # the training images' codes: the first of the generation targets (encoded once)
             kw = {"codes": pd.gen_codes[:len(pd.train_images)]} if how == "kmeans_images" else {}
-            ct.add_group(um, group, k, init=how, **kw)
+            ct.add_group(um, group, k, init=how, words=T.card_words(card), **kw)
         out[card.name] = ct
     return out
 
@@ -184,7 +199,7 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
         trajectory = TokenRecorder.load(Path(checkpoint) / f"trajectory.stage{done}.safetensors")
         print(f"{'loaded' if done == stop_after else 'resuming'} unictokens after stage {done} from {checkpoint}")
     else:
-        cts = add_token_groups(um, cards, {"shared": sizes["shared"]}, pdata, init={"shared": "kmeans_images"})
+        cts = add_token_groups(um, cards, {"shared": sizes["shared"]}, pdata)
         for n in names:
             trajectory.start(cts[n])
     cl = [cts[n] for n in names]
@@ -234,12 +249,15 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
 
 def joint_layout(um, layout: str) -> tuple[dict, S.Prompting]:
     """A joint-training layout's token groups and the groups each task's prompt uses:
-    ``coupled``, one set for every task; ``decoupled``, one group per task."""
+    ``coupled``, one set for every task; ``decoupled``, one group per task. The group that
+    understanding reads has the shared group's size in both (as in ``separate``), so each
+    holds the card's words alike."""
     sizes = T.default_group_sizes(um)
     if layout == "coupled":
         return {"shared": sizes["shared"]}, S.Prompting(("shared",), ("shared",), ("shared",))
     tasks = ("understanding", "generation", "editing")
-    return {t: sizes[t] for t in tasks}, S.Prompting(*((t,) for t in tasks))
+    groups = {"understanding": sizes["shared"], "generation": sizes["generation"], "editing": sizes["editing"]}
+    return groups, S.Prompting(*((t,) for t in tasks))
 
 
 def _run_joint(um, cards, pdata, sched, seed, layout: str, replay: bool, edits: bool = True, on_step=None,
@@ -347,7 +365,8 @@ def personalize(um: M.UnifiedModel, concepts: Sequence, method: str, profile: st
         import dataclasses
         checkpoint = artifact_dir("personalize", profile, {
             "method": method, "concepts": [c.identity() + (c.name,) for c in cards], "seed": seed,
-            "base": T.base_model_hash(um), "schedule": dataclasses.asdict(sched)})
+            "base": T.base_model_hash(um), "schedule": dataclasses.asdict(sched),
+            "tokens": token_layout(um)})
     if checkpoint is not None and method != "unictokens" and _has_final(checkpoint, cards):
         return _load_final(um, checkpoint, cards, method)
     t0 = time.time()

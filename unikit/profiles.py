@@ -72,9 +72,10 @@ def schedule(profile: str, **overrides) -> Schedule:
     return dataclasses.replace(SCHEDULES[check_profile(profile)], **overrides)
 
 
-GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 16 per task); teach scales down
+GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 16 per task)
     "smoke": {"shared": 2, "understanding": 1, "generation": 1, "editing": 1},
-    "teach": {"shared": 8, "understanding": 4, "generation": 4, "editing": 4},
+    # teach: 32 shared rows hold any card's words, one token per row (methods.START); the rest scaled down
+    "teach": {"shared": 32, "understanding": 4, "generation": 4, "editing": 4},
     "gpu": {"shared": 16, "understanding": 8, "generation": 8, "editing": 8},
 }
 # gpu-smoke's Janus-Pro-shaped model is not a kit model, so it gets the papers' sizes, as Janus-Pro does

@@ -45,7 +45,7 @@ from .base_identity import base_model_hash, base_size_from_tokenizer, base_vocab
 from .profiles import GROUP_SIZES
 
 GROUPS = ("identifier", "shared", "understanding", "generation", "editing")
-INITS = ("class_word", "mean", "kmeans_images", "kmeans_codes")
+INITS = ("class_word", "mean", "kmeans_images", "kmeans_codes", "words")
 GROUP_LETTERS = {"shared": "s", "understanding": "u", "generation": "g", "editing": "e"}
 
 _ATTACHED: "weakref.WeakKeyDictionary[torch.nn.Module, list[ConceptTokens]]" = weakref.WeakKeyDictionary()
@@ -183,16 +183,17 @@ class ConceptTokens:
         return out
 
     def add_group(self, um, group: str, k: int, init: str = "class_word", images=None, codes=None,
-                  seed: int = 0) -> list[int]:
+                  seed: int = 0, words: str | None = None) -> list[int]:
         """Add ``k`` tokens of ``group`` (initialised by ``init``, one of :data:`INITS`) to the model and
         to these tokens; returns their ids. ``kmeans_images`` needs ``images`` (``uint8[N, 32, 32, 3]``)
-        or their VQ ``codes``, ``kmeans_codes`` needs ``codes`` (``LongTensor[N, g, g]``)."""
+        or their VQ ``codes``, ``kmeans_codes`` needs ``codes`` (``LongTensor[N, g, g]``), ``words``
+        needs ``words`` (text, e.g. :func:`card_words`)."""
         _check_groups({group: k})
         if group in self.groups:
             raise ConceptTokenError(f"{self.identifier} already has {group} tokens {self.groups[group]}; "
                                     f"a group is added once")
         names = [f"<{self.concept}_{GROUP_LETTERS[group]}{i}>" for i in range(k)]
-        start = _initial_rows(um, self, k, init, images, codes, seed)
+        start = _initial_rows(um, self, k, init, images, codes, seed, words)
         self.append_rows(um, group, names, *start)
         return self.ids[group]
 
@@ -334,8 +335,32 @@ def _class_word_rows(um, class_word: str, k: int):
     return in_row.expand(k, -1), out_row.expand(k, -1), bias
 
 
+def card_words(concept) -> str:
+    """What a card says of its concept after ``"<bo> is "``: ``"a plain orange circle. <bo> has a
+    yellow hat. <bo> likes naps."`` (a photo concept: its description as written)."""
+    text = concept.description()
+    lead = f"{concept.token} is "
+    return text[len(lead):] if text.startswith(lead) else text
+
+
 @torch.no_grad()
-def _initial_rows(um, ct: ConceptTokens, k: int, init: str, images=None, codes=None, seed: int = 0):
+def word_rows(um, ct: ConceptTokens, words: str, k: int) -> torch.Tensor:
+    """The input embeddings ``[min(k, n), D]`` of the first ``k`` of the ``n`` tokens ``words`` splits
+    into; the concept's identifier (already added) takes its own row."""
+    ids = um.tokenizer(words, add_special_tokens=False)["input_ids"][:k]
+    if not ids:
+        raise ConceptTokenError(f"init='words': {words!r} gives no tokens; give the concept's description")
+    rows = um.model.get_input_embeddings().weight[torch.tensor(ids, device=um.device)].float().clone()
+    own = ct.ids.get("identifier", [])
+    for i, t in enumerate(ids):
+        if t in own:
+            rows[i] = ct.rows["identifier"][0][0]
+    return rows
+
+
+@torch.no_grad()
+def _initial_rows(um, ct: ConceptTokens, k: int, init: str, images=None, codes=None, seed: int = 0,
+                  words: str | None = None):
     """``(input rows [k, D], output rows [k, D], bias [k] or None)`` for a new group."""
     if init not in INITS:
         raise ConceptTokenError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
@@ -357,6 +382,12 @@ def _initial_rows(um, ct: ConceptTokens, k: int, init: str, images=None, codes=N
             raise ConceptTokenError("init='kmeans_codes' needs codes= (LongTensor [N, g, g] of VQ ids, e.g. "
                                     "from stages.generated_codes)")
         in_rows = image_token_centroids(um, codes, k, seed)
+    elif init == "words":  # the text's tokens in order; rows past its end keep the class word
+        if not words:
+            raise ConceptTokenError("init='words' needs words= (text, e.g. tokens.card_words(card))")
+        start = word_rows(um, ct, words, k)
+        in_rows = in_rows.clone(memory_format=torch.contiguous_format)
+        in_rows[:len(start)] = start.to(in_rows.dtype)
     return in_rows, out_rows, bias
 
 
@@ -378,7 +409,8 @@ def add_concept(um, concept, groups: dict[str, int] | None = None, init: str | d
     profile's :data:`GROUP_SIZES`) to ``um``, freeze the model, and return the attached tokens.
 
     ``concept``: a :class:`~unikit.concepts.ConceptCard`, a photo concept, a name or a folder. ``init``: one of :data:`INITS`
-    for every group, or ``{group: init}``. The identifier always starts from the class word.
+    for every group, or ``{group: init}`` (``"words"``: the card's words, :func:`card_words`). The
+    identifier always starts from the class word.
     """
     from .photos import as_concept
 
@@ -390,5 +422,6 @@ def add_concept(um, concept, groups: dict[str, int] | None = None, init: str | d
     with torch.no_grad():
         ct.append_rows(um, "identifier", [card.token], *_class_word_rows(um, card.shape, 1))
     for g, k in groups.items():
-        ct.add_group(um, g, k, init=inits.get(g, "class_word"), images=images, codes=codes, seed=seed)
+        ct.add_group(um, g, k, init=inits.get(g, "class_word"), images=images, codes=codes, seed=seed,
+                     words=card_words(card))
     return ct
