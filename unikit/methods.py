@@ -42,7 +42,7 @@ from . import token_files
 from . import tokens as T
 from .concepts import ConceptCard
 from .photos import as_concept
-from .profiles import schedule
+from .profiles import GROUP_STARTS, schedule
 from .trajectory import TokenRecorder
 
 
@@ -111,27 +111,20 @@ class Personalized:
 # --------------------------------------------------------------------------- the methods
 
 
-START = {"shared": "words", "understanding": "words", "generation": "class_word", "editing": "class_word"}
-"""How each method's groups start (:data:`unikit.tokens.INITS`): rows that understanding trains
-hold the card's own words (``tokens.card_words``: "a plain orange circle. <bo> has a yellow hat.
-..."), one token per row, so the facts a user wrote are in the tokens from step 0; rows only
-generation or editing trains start from the class word (docs/notes/2026-12-04-word-init.md)."""
-
-
 def token_layout(um) -> dict:
     """How this kit lays out and starts a concept's tokens on ``um``: ``{"groups": sizes, "start":
-    START}``. Results and checkpoints record it; ones made with another layout are not reused."""
-    return {"groups": T.default_group_sizes(um), "start": dict(START)}
+    GROUP_STARTS}``. Results and checkpoints record it; ones made with another layout are not reused."""
+    return {"groups": T.default_group_sizes(um), "start": dict(GROUP_STARTS)}
 
 
 def add_token_groups(um, cards, sizes: dict, pdata, init: dict | None = None) -> dict:
     """Add each card's identifier and ``sizes`` (``{group: k}``) to ``um``; a group starts as
-    ``init[group]`` says, else as :data:`START` does. Returns ``{name: ConceptTokens}``."""
+    ``init[group]`` says, else as :data:`~unikit.profiles.GROUP_STARTS` does. Returns ``{name: ConceptTokens}``."""
     out = {}
     for card, pd in zip(cards, pdata):
         ct = T.add_concept(um, card, groups={})
         for group, k in sizes.items():
-            how = (init or {}).get(group, START[group])
+            how = (init or {}).get(group, GROUP_STARTS[group])
             # the training images' codes: the first of the generation targets (encoded once)
             kw = {"codes": pd.gen_codes[:len(pd.train_images)]} if how == "kmeans_images" else {}
             ct.add_group(um, group, k, init=how, words=T.card_words(card), **kw)
@@ -249,9 +242,8 @@ def run_unictokens(um, cards, pdata, sched, seed, on_step=None, progress=False, 
 
 def joint_layout(um, layout: str) -> tuple[dict, S.Prompting]:
     """A joint-training layout's token groups and the groups each task's prompt uses:
-    ``coupled``, one set for every task; ``decoupled``, one group per task. The group that
-    understanding reads has the shared group's size in both (as in ``separate``), so each
-    holds the card's words alike."""
+    ``coupled``, one set for every task; ``decoupled``, one group per task, the understanding
+    one as large as the shared group (as in ``separate``), so each holds the card's words."""
     sizes = T.default_group_sizes(um)
     if layout == "coupled":
         return {"shared": sizes["shared"]}, S.Prompting(("shared",), ("shared",), ("shared",))

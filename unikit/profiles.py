@@ -8,9 +8,10 @@
   and smoke's steps: proves that every lesson runs on a real-model checkpoint.
 
 Each profile has a personalization :class:`Schedule` (:data:`SCHEDULES`) and concept-token
-group sizes (:data:`GROUP_SIZES`). The base model's sizes (``unikit.model.PROFILES``) and the
-pretraining recipes (``unikit.pretrain.CONFIGS``) are named separately: they say what a model
-is, not how a lesson runs. An unknown name raises :class:`ProfileError` everywhere.
+group sizes (:data:`GROUP_SIZES`); how each group starts is one table for all profiles
+(:data:`GROUP_STARTS`). The base model's sizes (``unikit.model.PROFILES``) and the pretraining
+recipes (``unikit.pretrain.CONFIGS``) are named separately: they say what a model is, not how a
+lesson runs. An unknown name raises :class:`ProfileError` everywhere.
 """
 
 from __future__ import annotations
@@ -74,10 +75,15 @@ def schedule(profile: str, **overrides) -> Schedule:
 
 GROUP_SIZES = {  # per profile; UniCTokens uses 1 + 16 + 8 + 8 (and OmniPersona 16 per task)
     "smoke": {"shared": 2, "understanding": 1, "generation": 1, "editing": 1},
-    # teach: 32 shared rows hold any card's words, one token per row (methods.START); the rest scaled down
+    # teach: 32 shared rows hold any card's words, one token per row (GROUP_STARTS); the rest scaled down
     "teach": {"shared": 32, "understanding": 4, "generation": 4, "editing": 4},
     "gpu": {"shared": 16, "understanding": 8, "generation": 8, "editing": 8},
 }
+GROUP_STARTS = {"shared": "words", "understanding": "words", "generation": "class_word", "editing": "class_word"}
+"""How every method's groups start (``unikit.tokens.INITS``): rows that understanding trains hold
+the card's own words (``tokens.card_words``: "a plain orange circle. <bo> has a yellow hat. ..."),
+one token per row, so the facts a user wrote are in the tokens from step 0; rows only generation
+or editing trains start from the class word (docs/notes/2026-12-04-word-init.md)."""
 # gpu-smoke's Janus-Pro-shaped model is not a kit model, so it gets the papers' sizes, as Janus-Pro does
 # (tokens.default_group_sizes)
 GROUP_SIZES["gpu-smoke"] = GROUP_SIZES["gpu"]

@@ -41,53 +41,15 @@ from typing import Sequence
 
 import torch
 
-from .base_identity import base_model_hash, base_size_from_tokenizer, base_vocab_size
+from .base_identity import base_model_hash, base_size_from_tokenizer, base_vocab_size  # noqa: F401 (public here)
 from .profiles import GROUP_SIZES
+from .token_starts import (INITS, ConceptTokenError, card_words, class_word_rows, image_token_centroids,  # noqa: F401
+                           initial_rows, kmeans)
 
 GROUPS = ("identifier", "shared", "understanding", "generation", "editing")
-INITS = ("class_word", "mean", "kmeans_images", "kmeans_codes", "words")
 GROUP_LETTERS = {"shared": "s", "understanding": "u", "generation": "g", "editing": "e"}
 
 _ATTACHED: "weakref.WeakKeyDictionary[torch.nn.Module, list[ConceptTokens]]" = weakref.WeakKeyDictionary()
-
-
-class ConceptTokenError(ValueError):
-    """A concept-token request that cannot be served; the message names the problem and the fix."""
-
-
-# --------------------------------------------------------------------------- k-means
-
-
-def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 25) -> torch.Tensor:
-    """Centroids ``[k, D]`` of the points ``x`` ``[N, D]`` (Lloyd's algorithm, k-means++ start).
-
-    Deterministic in ``seed``. A cluster that loses all its points keeps its centroid.
-    """
-    x = x.detach().float()
-    n = x.shape[0]
-    if k < 1:
-        raise ConceptTokenError(f"kmeans needs k >= 1, got {k}")
-    if n < k:
-        raise ConceptTokenError(f"kmeans: {n} points cannot make {k} clusters; give more images (or codes) "
-                                f"or a smaller group")
-    gen = torch.Generator().manual_seed(seed)
-    centres = [x[int(torch.randint(n, (1,), generator=gen))]]
-    d2 = ((x - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):  # k-means++: next centre drawn with probability proportional to d^2
-        weights = d2 if float(d2.sum()) > 0 else torch.ones(n)  # all points equal: draw uniformly
-        c = x[int(torch.multinomial(weights.cpu(), 1, generator=gen))]
-        centres.append(c)
-        d2 = torch.minimum(d2, ((x - c) ** 2).sum(1))
-    centroids = torch.stack(centres)
-    for _ in range(iters):
-        assign = torch.cdist(x, centroids).argmin(1)  # [N]
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).to(x.dtype)[:, None]
-        new = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-        if torch.equal(new, centroids):
-            break
-        centroids = new
-    return centroids
 
 
 def default_group_sizes(um) -> dict[str, int]:
@@ -193,7 +155,8 @@ class ConceptTokens:
             raise ConceptTokenError(f"{self.identifier} already has {group} tokens {self.groups[group]}; "
                                     f"a group is added once")
         names = [f"<{self.concept}_{GROUP_LETTERS[group]}{i}>" for i in range(k)]
-        start = _initial_rows(um, self, k, init, images, codes, seed, words)
+        own = {i: self.rows["identifier"][0][0] for i in self.ids.get("identifier", [])}
+        start = initial_rows(um, self.class_word, k, init, images, codes, seed, words, own)
         self.append_rows(um, group, names, *start)
         return self.ids[group]
 
@@ -319,87 +282,6 @@ def _add_vocabulary(um, names: list[str]) -> list[int]:
     return ids
 
 
-# --------------------------------------------------------------------------- initialisation
-
-
-def _class_word_rows(um, class_word: str, k: int):
-    model, tok = um.model, um.tokenizer
-    word_ids = tok(class_word, add_special_tokens=False)["input_ids"]
-    if not word_ids:
-        raise ConceptTokenError(f"class word {class_word!r} gives no tokens; use init='mean'")
-    ids = torch.tensor(word_ids, device=um.device)
-    head = model.get_output_embeddings()
-    in_row = model.get_input_embeddings().weight[ids].mean(0)
-    out_row = head.weight[ids].mean(0)
-    bias = head.bias[ids].mean().expand(k) if getattr(head, "bias", None) is not None else None
-    return in_row.expand(k, -1), out_row.expand(k, -1), bias
-
-
-def card_words(concept) -> str:
-    """What a card says of its concept after ``"<bo> is "``: ``"a plain orange circle. <bo> has a
-    yellow hat. <bo> likes naps."`` (a photo concept: its description as written)."""
-    text = concept.description()
-    lead = f"{concept.token} is "
-    return text[len(lead):] if text.startswith(lead) else text
-
-
-@torch.no_grad()
-def word_rows(um, ct: ConceptTokens, words: str, k: int) -> torch.Tensor:
-    """The input embeddings ``[min(k, n), D]`` of the first ``k`` of the ``n`` tokens ``words`` splits
-    into; the concept's identifier (already added) takes its own row."""
-    ids = um.tokenizer(words, add_special_tokens=False)["input_ids"][:k]
-    if not ids:
-        raise ConceptTokenError(f"init='words': {words!r} gives no tokens; give the concept's description")
-    rows = um.model.get_input_embeddings().weight[torch.tensor(ids, device=um.device)].float().clone()
-    own = ct.ids.get("identifier", [])
-    for i, t in enumerate(ids):
-        if t in own:
-            rows[i] = ct.rows["identifier"][0][0]
-    return rows
-
-
-@torch.no_grad()
-def _initial_rows(um, ct: ConceptTokens, k: int, init: str, images=None, codes=None, seed: int = 0,
-                  words: str | None = None):
-    """``(input rows [k, D], output rows [k, D], bias [k] or None)`` for a new group."""
-    if init not in INITS:
-        raise ConceptTokenError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
-    in_rows, out_rows, bias = _class_word_rows(um, ct.class_word, k)
-    if init == "mean":
-        n = base_vocab_size(um)
-        head = um.model.get_output_embeddings()
-        in_rows = um.model.get_input_embeddings().weight[:n].mean(0).expand(k, -1)
-        out_rows = head.weight[:n].mean(0).expand(k, -1)
-        bias = head.bias[:n].mean().expand(k) if getattr(head, "bias", None) is not None else None
-    elif init == "kmeans_images":
-        if images is None and codes is None:
-            raise ConceptTokenError("init='kmeans_images' needs images= (uint8 [N, 32, 32, 3], the concept's "
-                                    "training images) or their VQ codes=")
-        from .vq import vq_encode
-        in_rows = image_token_centroids(um, vq_encode(um, images) if codes is None else codes, k, seed)
-    elif init == "kmeans_codes":
-        if codes is None:
-            raise ConceptTokenError("init='kmeans_codes' needs codes= (LongTensor [N, g, g] of VQ ids, e.g. "
-                                    "from stages.generated_codes)")
-        in_rows = image_token_centroids(um, codes, k, seed)
-    elif init == "words":  # the text's tokens in order; rows past its end keep the class word
-        if not words:
-            raise ConceptTokenError("init='words' needs words= (text, e.g. tokens.card_words(card))")
-        start = word_rows(um, ct, words, k)
-        in_rows = in_rows.clone(memory_format=torch.contiguous_format)
-        in_rows[:len(start)] = start.to(in_rows.dtype)
-    return in_rows, out_rows, bias
-
-
-@torch.no_grad()
-def image_token_centroids(um, codes, k: int, seed: int = 0) -> torch.Tensor:
-    """k-means centroids ``[k, D]`` of the language-model-space embeddings of VQ ``codes``
-    (``[N, g, g]`` -> ``prepare_embeddings_for_image_generation`` -> ``[N, g*g, D]``)."""
-    codes = torch.as_tensor(codes, dtype=torch.long, device=um.device)
-    vectors = um.model.prepare_embeddings_for_image_generation(codes.flatten(1))  # [N, T, D]
-    return kmeans(vectors.reshape(-1, vectors.shape[-1]), k, seed=seed)
-
-
 # --------------------------------------------------------------------------- public entry points
 
 
@@ -420,7 +302,7 @@ def add_concept(um, concept, groups: dict[str, int] | None = None, init: str | d
     inits = init if isinstance(init, dict) else {g: init for g in groups}
     ct = ConceptTokens(card.name, card.shape, base_model_hash(um), um.source)
     with torch.no_grad():
-        ct.append_rows(um, "identifier", [card.token], *_class_word_rows(um, card.shape, 1))
+        ct.append_rows(um, "identifier", [card.token], *class_word_rows(um, card.shape, 1))
     for g, k in groups.items():
         ct.add_group(um, g, k, init=inits.get(g, "class_word"), images=images, codes=codes, seed=seed,
                      words=card_words(card))
