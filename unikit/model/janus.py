@@ -15,10 +15,8 @@ from ..vq import adapt_for_flat_images
 from .vocabulary import SPECIAL, build_processor, build_tokenizer
 
 DEFAULT_MODEL_DIR = concepts.DATA_DIR / "base_model"
-MAKE_DEFAULT = (
-    "unikit pretrain --profile ship4 --workers 2 --out runs/ship4 --phases-from data/phases/tokenizer-4000 "
-    "data/phases/vision-8000 && unikit pretrain --profile ship5 --workers 2 --out data/base_model "
-    "--phases-from runs/ship4")
+MAKE_DEFAULT = ("unikit pretrain --profile ship7 --workers 2 --out data/base_model "
+                "--phases-from data/phases/tokenizer-4000")
 INFO_FILE = "unikit.json"
 VQ_ADAPTED = "vq_affine_output_norms"  # unikit.json flag: re-apply vq.adapt_for_flat_images on load
 
