@@ -21,6 +21,7 @@ from unikit import stages as S
 from unikit import tokens as T
 from unikit.concepts import load_concept
 from unikit.judge import load_judge
+from unikit.token_starts import text_rows
 
 torch.set_num_threads(1)
 CONCEPTS = ["bo", "kiki"]
@@ -157,6 +158,26 @@ def test_replay_trace_and_fallback(base):
     assert plain.fell_back and "no example matches" in plain.note
     assert plain.prompt == pers.generation_prompt("bo", "<bo> on a red background")
     assert any(line.startswith("fallback:") for line in plain.lines())
+
+
+@pytest.mark.parametrize("method,words_group,class_groups", [
+    ("unictokens", "shared", ()), ("separate", "understanding", ("generation",)),
+    ("decoupled", "understanding", ("generation", "editing")), ("coupled", "shared", ())])
+def test_every_method_starts_understanding_rows_as_the_card_words(base, method, words_group, class_groups):
+    """With no training step, the rows understanding trains hold the card's words (profiles.GROUP_STARTS),
+    the rows only generation or editing trains the class word."""
+    um = M.load_model(base)
+    pers = P.personalize(um, ["bo"], method, "smoke", stop_after=1, stage1_steps=0, stage2_steps=0, stage3_steps=0,
+                         joint_steps=0)
+    ct = pers.tokens["bo"]
+    own = {ct.ids["identifier"][0]: ct.rows["identifier"][0][0]}
+    k = len(ct.groups[words_group])
+    assert k == T.default_group_sizes(um)["shared"], "every layout's understanding rows are as many as the shared ones"
+    words = text_rows(um, T.card_words(load_concept("bo")), k, own)
+    assert len(words) == k and torch.equal(ct.rows[words_group][0].detach(), words)
+    word = T.class_word_rows(um, "circle", 1)[0][0]
+    for g in class_groups:
+        assert torch.equal(ct.rows[g][0].detach(), word.expand(len(ct.groups[g]), -1))
 
 
 def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
