@@ -326,3 +326,19 @@ def test_token_semantics_has_a_ground_truth(base):
     assert set_rows([card.mark, card.mark_colour])["tok_mark"] > 0.1
     other_mark = next(m for m in ("top", "bottom", "sides", "band") if m != card.mark)
     assert set_rows([other_mark])["tok_mark"] < 0
+
+
+def test_change_over_training_says_what_the_numbers_say():
+    import pandas as pd
+    from unikit.semantics import change_over_training
+
+    def frame(mark_start, mark_end):
+        return pd.DataFrame([{"order": o, "concept": c, "tok_identity": 0.3, "tok_mark": v}
+                             for o, v in ((0, mark_start), (5, mark_end)) for c in ("bo", "kiki")])
+
+    up = change_over_training(frame(0.0, 0.05))
+    assert up["tok_mark"]["change"] == pytest.approx(0.05) and "toward" in up["tok_mark"]["sentence"]
+    assert "did not move" in up["tok_identity"]["sentence"] and "given at the start" in up["tok_identity"]["sentence"]
+    down = change_over_training(frame(0.05, 0.0))["tok_mark"]["sentence"]
+    assert "away from" in down and "is learned" in down
+    assert "did not move" in change_over_training(frame(0.02, 0.025))["tok_mark"]["sentence"]

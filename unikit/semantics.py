@@ -71,3 +71,31 @@ def lean_over_training(um, recorder, cards):
     return pd.DataFrame([{"order": s.order, "stage": s.stage, "step": s.step, "concept": s.concept,
                           **rows_semantics(um, torch.cat(list(s.rows.values())), by_name[s.concept])}
                          for s in recorder.snapshots if s.concept in by_name])
+
+
+STARTS_SAY = {
+    "tok_identity": "the rows understanding trains start as the card's words, which name its shape, colour "
+                    "and pattern, and the other groups start as its class word (UniCTokens' stage-3 rows "
+                    "as centroids of image codes): a lean here is given at the start",
+    "tok_mark": "no start names the mark (the card leaves it out), so a lean here is learned",
+}
+
+
+def change_over_training(lean_frame, metrics=SEMANTIC_METRICS, tol: float = 0.01) -> dict[str, dict]:
+    """Per metric, the mean over concepts at the first and at the last snapshot of a
+    :func:`lean_over_training` frame, and a sentence that follows them: ``{metric: {"start",
+    "end", "change", "sentence"}}``. A change smaller than ``tol`` reads as "did not move"."""
+    first, last = lean_frame.order.min(), lean_frame.order.max()
+    out = {}
+    for m in metrics:
+        start = float(lean_frame[lean_frame.order == first][m].mean())
+        end = float(lean_frame[lean_frame.order == last][m].mean())
+        change = end - start
+        if abs(change) < tol:
+            moved = f"training did not move it (change {change:+.3f})"
+        else:
+            moved = f"training moved it {'toward' if change > 0 else 'away from'} those words ({change:+.3f})"
+        out[m] = {"start": start, "end": end, "change": change,
+                  "sentence": f"{m}: {start:.3f} at the start, {end:.3f} at the end; {moved}. "
+                              f"({STARTS_SAY[m]}.)"}
+    return out
