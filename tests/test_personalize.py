@@ -19,6 +19,7 @@ from unikit import replay as R
 from unikit import profiles
 from unikit import stages as S
 from unikit import tokens as T
+from unikit import world
 from unikit.concepts import load_concept
 from unikit.judge import load_judge
 from unikit.token_starts import text_rows
@@ -158,6 +159,15 @@ def test_replay_trace_and_fallback(base):
     assert plain.fell_back and "no example matches" in plain.note
     assert plain.prompt == pers.generation_prompt("bo", "<bo> on a red background")
     assert any(line.startswith("fallback:") for line in plain.lines())
+    edit = R.replay(um, pers, "bo", "put <bo>'s hat on it", task="editing")
+    assert edit.question == "what colour is the hat of <bo>?"
+    if not edit.fell_back:  # the base model's own edit, the fact filled in
+        assert edit.rewritten == f"add {world.article(edit.answer.split()[0])} {edit.answer} hat"
+    assert edit.prompt == pers.editing_prompt("bo", edit.rewritten)
+    prompt, trace = pers.editing_request(um, "bo", "remove <bo>")  # needs no fact: the plain instruction
+    assert trace.fell_back and prompt == pers.editing_prompt("bo", "remove <bo>")
+    with pytest.raises(ValueError, match="generation and editing"):
+        R.replay(um, pers, "bo", "<bo>", task="captioning")
 
 
 @pytest.mark.parametrize("method,words_group,class_groups", [
@@ -231,7 +241,11 @@ def test_lessons_never_quote_bench_results_made_on_another_base_model(base, tmp_
     cached.write_text(json.dumps({"base_model_hash": T.base_model_hash(um), "rows": [1]}))
     assert B.load_results("smoke", base=um) is None  # made before the token layout was recorded
     assert "laid out or started otherwise" in capsys.readouterr().out
-    cached.write_text(json.dumps({"base_model_hash": T.base_model_hash(um), "tokens": P.token_layout(um), "rows": [1]}))
+    made = {"base_model_hash": T.base_model_hash(um), "tokens": P.token_layout(um), "rows": [1]}
+    cached.write_text(json.dumps(made))
+    assert B.load_results("smoke", base=um) is None  # made when replay served generation only
+    assert "its replay served ['generation']" in capsys.readouterr().out
+    cached.write_text(json.dumps({**made, "replay": list(R.TASKS)}))
     assert B.load_results("smoke", base=um)["rows"] == [1]
 
 

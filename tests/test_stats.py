@@ -107,7 +107,7 @@ def test_replay_variants_compare_only_where_replay_acts():
         rows += [{**r, **u} for r, u in zip(rows_of(method, "parg", parg, seed=len(method)),
                                             rows_of(method, "rec", 0.9 if base == "decoupled" else 0.7, seed=7))]
     with pytest.raises(S.StatsError, match="inference variant of decoupled.*compare them on a metric replay "
-                                           "changes \\(gen_identity, gen_similarity, parg, parg_identity\\)"):
+                                           "changes \\(gen_identity, gen_similarity, parg, parg_identity, edit\\)"):
         S.compare(rows, "decoupled_replay", "decoupled", "rec")
     assert S.compare(rows, "decoupled_replay", "decoupled", "parg", n_boot=B)["verdict"] == \
         "decoupled_replay > decoupled"

@@ -25,6 +25,7 @@ from .cache import atomic_path, write_json
 from . import stats
 from .evaluate import INFERENCE_VARIANTS, METRICS, BenchError, evaluate_personalized
 from .methods import token_layout
+from .replay import TASKS as REPLAY_TASKS
 
 
 
@@ -151,8 +152,8 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     partial = out.with_suffix(".partial.json" if state is None else f".partial.rank{rank}.json")
     k = concepts_per_job or len(concepts)
     shards = [(concepts[i:i + k], names[i:i + k]) for i in range(0, len(concepts), k)]
-    run_id = {"profile": profile, "base_model_hash": base_hash, "tokens": token_layout(base_um), "concepts": concepts,
-              "concepts_per_job": k}
+    run_id = {"profile": profile, "base_model_hash": base_hash, "tokens": token_layout(base_um),
+              "replay": list(REPLAY_TASKS), "concepts": concepts, "concepts_per_job": k}
     rows, before = [], 0.0
     for f in (_partial_files(out) if resume else []):
         got, secs = _resumed_rows(f, run_id)
@@ -219,7 +220,7 @@ def bench(profile: str = "teach", methods: Sequence[str] | None = None, concepts
     rows.sort(key=lambda r: (order.get((r["method"], r["seed"]), 1 << 30), names.index(r["concept"])))
     result = {"profile": profile, "methods": methods, "concepts": concepts, "seeds": seeds,
               "base_model": str(base or M.DEFAULT_MODEL_DIR.name),
-              "base_model_hash": base_hash, "tokens": run_id["tokens"], "rows": rows,
+              "base_model_hash": base_hash, "tokens": run_id["tokens"], "replay": run_id["replay"], "rows": rows,
               "summary": stats.summary(rows, base_metrics),
               "seconds": round(before + time.time() - t0, 1),  # interrupted runs included, up to their last job
               "command": command, "workers": workers, "processes": world_size, "concepts_per_job": k,
@@ -285,6 +286,10 @@ def load_results(profile: str = "teach", base=None) -> dict | None:
                 print(f"(passing over {path}: its concept tokens were laid out or started otherwise "
                       f"({data.get('tokens', 'unrecorded')}, now {token_layout(base)}); "
                       f"re-run `{data.get('command') or 'unikit bench'}`)")
+                continue
+            if base is not None and data.get("replay") != list(REPLAY_TASKS):
+                print(f"(passing over {path}: its replay served {data.get('replay', ['generation'])}, now "
+                      f"{list(REPLAY_TASKS)}; re-run `{data.get('command') or 'unikit bench'}`)")
                 continue
             data["path"] = str(path)
             return data

@@ -82,14 +82,15 @@ def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float | 
             row.update(_generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed, with_images))
         if "editing" in parts and d.edits:
             src = world.render_many([e["source"] for e in d.edits], um.image_size)
-            out = M.edit_image(um, src, [pers.editing_prompt(card.name, e["instruction"]) for e in d.edits],
-                               guidance=guidance, seed=seed)
+            requests = [pers.editing_request(um, card.name, e["instruction"]) for e in d.edits]
+            out = M.edit_image(um, src, [r[0] for r in requests], guidance=guidance, seed=seed)
             reads = judge.read(out)
             row["edit"] = float(np.mean([r == expected_reading(e["target"]) for r, e in zip(reads, d.edits)]))
             if with_images:
                 row["edits"] = {"source": src, "result": out,
                                 "target": world.render_many([e["target"] for e in d.edits], um.image_size),
-                                "instruction": [e["instruction"] for e in d.edits]}
+                                "instruction": [e["instruction"] for e in d.edits],
+                                "replay": [r[1] for r in requests]}
         rows.append(row)
     return rows
 

@@ -60,7 +60,7 @@ class Personalized:
     prompting: S.Prompting | None = None  # None: words instead of tokens (text_prompt, oracle_text)
     curves: dict = field(default_factory=dict)  # stage -> loss per step
     seconds: float = 0.0
-    replay: bool = False  # knowledge replay before generation
+    replay: bool = False  # knowledge replay before generation and editing
     # UniCTokens: every concept's rows every few steps through its stages, kept in its checkpoint
     trajectory: TokenRecorder | None = None
 
@@ -72,6 +72,15 @@ class Personalized:
             trace = replay(um, self, name, prompt)
             return trace.prompt, trace
         return self.generation_prompt(name, prompt), None
+
+    def editing_request(self, um, name: str, instruction: str):
+        """``(instruction to edit with, ReplayTrace or None)``: with replay, an instruction that needs
+        a fact ("put <bo>'s hat on it") is rewritten with the understanding path's answer."""
+        if self.replay:
+            from .replay import replay
+            trace = replay(um, self, name, instruction, task="editing")
+            return trace.prompt, trace
+        return self.editing_prompt(name, instruction), None
 
     def card(self, name: str) -> ConceptCard:
         for c in self.cards:

@@ -32,8 +32,22 @@ EXAMPLES = (
     ("{c} wearing its scarf", "what colour is the scarf of {c}?", "{c} wearing {art} {a} scarf"),
     ("{c} with its toy", "what toy does {c} have?", "{c} with {art} {a}"),
 )
-"""The in-context examples of step 1. Patterns match inside longer prompts
+"""The in-context examples of step 1 for generation. Patterns match inside longer prompts
 ("a photo of <bo> wearing its hat on a red background")."""
+
+EDIT_EXAMPLES = (
+    # an edit that needs a fact becomes the base model's own edit with the fact filled in
+    ("put {c}'s hat on it", "what colour is the hat of {c}?", "add {art} {a} hat"),
+    ("put {c}'s scarf on it", "what colour is the scarf of {c}?", "add {art} {a} scarf"),
+    ("give {c} its toy", "what toy does {c} have?", "add {art} {a}"),
+)
+"""The examples of step 1 for editing (the kit's extension: OmniPersona replays for generation).
+"Put ``<bo>``'s hat on it" asks for the hat's colour and becomes "add a yellow hat", an edit the
+base model learned on generic scenes; the source image carries the concept's look."""
+
+TASKS = ("generation", "editing")
+"""The requests replay rewrites; results record it (``benchmark``), so a bench made when replay
+served fewer tasks is not quoted."""
 
 
 @dataclass
@@ -61,27 +75,32 @@ def _pattern(template: str, token: str) -> re.Pattern:
     return re.compile(re.escape(template.format(c=token)))
 
 
-def ask(request: str, token: str) -> tuple[str | None, tuple | None]:
-    """Step 1: ``(question, example)`` for the first example whose pattern occurs in ``request``,
-    else ``(None, None)``."""
-    for ex in EXAMPLES:
+def ask(request: str, token: str, examples=EXAMPLES) -> tuple[str | None, tuple | None]:
+    """Step 1: ``(question, example)`` for the first of ``examples`` whose pattern occurs in
+    ``request``, else ``(None, None)``."""
+    for ex in examples:
         if _pattern(ex[0], token).search(request):
             return ex[1].format(c=token), ex
     return None, None
 
 
-def replay(um: M.UnifiedModel, pers, name: str, request: str) -> ReplayTrace:
+def replay(um: M.UnifiedModel, pers, name: str, request: str, task: str = "generation") -> ReplayTrace:
     """Steps 1-3 for concept ``name`` of a :class:`~unikit.methods.Personalized`; returns the trace
-    whose ``prompt`` goes to generation (step 4 is the caller's ``generate_images``)."""
+    whose ``prompt`` goes to generation (step 4 is the caller's ``generate_images``), or with
+    ``task="editing"`` to the editor (``edit_image``) as the instruction."""
+    if task not in TASKS:
+        raise ValueError(f"replay serves {' and '.join(TASKS)}, not {task!r}")
+    examples, to_prompt = ((EXAMPLES, pers.generation_prompt) if task == "generation"
+                           else (EDIT_EXAMPLES, pers.editing_prompt))
     card = pers.card(name)
     token = card.token
     trace = ReplayTrace(request=request, examples=[ex[0].format(c="<c>") + " -> " + ex[1].format(c="<c>")
-                                                   for ex in EXAMPLES])
-    question, ex = ask(request, token)
+                                                   for ex in examples])
+    question, ex = ask(request, token, examples)
     if question is None:
-        trace.fell_back, trace.note = True, (f"no example matches {request!r}; generating from the plain prompt")
+        trace.fell_back, trace.note = True, (f"no example matches {request!r}; {task} from the plain request")
         trace.rewritten = request
-        trace.prompt = pers.generation_prompt(name, request)
+        trace.prompt = to_prompt(name, request)
         return trace
     trace.question = question
     trace.answer = M.answer(um, None, [pers.understanding_prompt(name, question)], max_new_tokens=4)[0]
@@ -94,5 +113,5 @@ def replay(um: M.UnifiedModel, pers, name: str, request: str) -> ReplayTrace:
     else:
         filled = ex[2].format(c=token, a=trace.answer, art=world.article(words[0]))
         trace.rewritten = _pattern(ex[0], token).sub(filled, request, count=1)
-    trace.prompt = pers.generation_prompt(name, trace.rewritten)
+    trace.prompt = to_prompt(name, trace.rewritten)
     return trace

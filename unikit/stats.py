@@ -25,7 +25,7 @@ import numpy as np
 from .evaluate import INFERENCE_VARIANTS, METRICS
 from .levels import StatsError, levels  # noqa: F401  (levels: part of this API)
 
-REPLAY_METRICS = ("gen_identity", "gen_similarity", "parg", "parg_identity")
+REPLAY_METRICS = ("gen_identity", "gen_similarity", "parg", "parg_identity", "edit")
 """The metrics of ``evaluate._generation_metrics``, the only code that calls
 ``Personalized.generation_request``, where replay acts. An inference variant
 (:data:`~unikit.evaluate.INFERENCE_VARIANTS`) scores its base method's numbers on the rest."""
