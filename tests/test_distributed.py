@@ -44,6 +44,26 @@ def test_a_worker_that_dies_stops_the_run_with_a_message_naming_the_fix(tmp_path
     assert not (tmp_path / "marker").exists()
 
 
+def _checkpoints_then_dies(ctx, checkpoint):
+    if ctx.rank == 0:
+        checkpoint.write_text("whole")  # what the run leaves on disk before a worker dies
+    ctx.sum_(torch.ones(1))
+    if ctx.rank == 1:
+        os._exit(3)
+    ctx.barrier()
+
+
+def test_the_hint_is_decided_when_a_worker_dies_from_what_is_on_disk_then(tmp_path):
+    ckpt = tmp_path / "checkpoint"
+
+    def hint():
+        return "continue with --resume" if ckpt.exists() else "start it again"
+
+    assert hint() == "start it again"  # at launch there is no checkpoint yet
+    with pytest.raises(D.WorkerDied, match="worker 1 died .*continue with --resume"):
+        D.launch(_checkpoints_then_dies, 2, ckpt, resume_hint=hint)
+
+
 def test_worker_counts_the_machine_cannot_run_are_refused(tmp_path):
     cores = os.cpu_count()
     with pytest.raises(D.WorkerError, match=f"--workers {cores + 1} but this machine has {cores} CPU cores"):

@@ -149,12 +149,13 @@ def _worker(rank: int, world: int, port: int, fn, args) -> None:
         dist.destroy_process_group()
 
 
-def launch(fn, workers: int, *args, resume_hint: str = "") -> None:
+def launch(fn, workers: int, *args, resume_hint="") -> None:
     """Run ``fn(ctx, *args)`` on ``workers`` processes (or in place: ``workers == 1`` or under torchrun).
 
     A worker that raises or dies stops the run: the others are terminated and
     :class:`WorkerDied` (or the worker's own error, re-raised when it is a ``ValueError``)
-    names it and adds ``resume_hint``.
+    names it and adds ``resume_hint`` (a string, or a function called when a worker fails, so the
+    hint can say what the run left on disk by then).
     """
     if os.environ.get("WORLD_SIZE") and int(os.environ["WORLD_SIZE"]) > 1:  # torchrun
         if not dist.is_initialized():
@@ -168,11 +169,14 @@ def launch(fn, workers: int, *args, resume_hint: str = "") -> None:
         return
     import torch.multiprocessing as mp
 
+    def hint() -> str:
+        return resume_hint() if callable(resume_hint) else resume_hint
+
     try:
         mp.spawn(_worker, args=(workers, _free_port(), fn, args), nprocs=workers, join=True)
     except mp.ProcessRaisedException as e:
         last = str(e).strip().splitlines()[-1]
-        raise WorkerDied(f"worker {e.error_index} failed: {last}. {resume_hint}".strip()) from None
+        raise WorkerDied(f"worker {e.error_index} failed: {last}. {hint()}".strip()) from None
     except mp.ProcessExitedException as e:
         raise WorkerDied(f"worker {e.error_index} died (exit code {e.exit_code}); the other workers were stopped. "
-                         f"{resume_hint}".strip()) from None
+                         f"{hint()}".strip()) from None

@@ -56,8 +56,13 @@ def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int =
     command = "unikit pretrain --profile {} --seed {} --out {}{}{}{}{}".format(
         profile, seed, out, f" --workers {workers}" if workers > 1 else "", " --resume" if resume else "",
         "".join(f" --phases-from {d}" for d in (phases_from or [])), " --finish" if finish else "")
-    hint = (f"The last checkpoint in {checkpoint_dir(out)} is whole: continue with the same command and --resume."
-            if checkpoint_dir(out).exists() or plan["phase"] != "vq" else "Start it again.")
+    again = command if (resume or finish) else command + " --resume"
+
+    def hint() -> str:  # decided when a worker fails: by then a checkpoint may exist
+        if checkpoint_dir(out).exists():
+            return f"The last checkpoint in {checkpoint_dir(out)} is whole: continue with `{again}`."
+        return f"No checkpoint was written yet: start it again with `{command}`."
+
     launch(_run, workers, cfg, out, plan, progress, command, judge if workers == 1 else None, resume_hint=hint)
     return M.load_model(out), json.loads((out / "metrics.json").read_text()), json.loads((out / "history.json").read_text())
 
