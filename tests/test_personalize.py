@@ -204,8 +204,9 @@ def test_bench_writes_results_csv_and_resumes(base, judge, tmp_path):
     assert data["base_model_hash"] == T.base_model_hash(M.load_model(base))
     # an interrupted run's finished jobs are kept and skipped, but only for the same base model
     partial = out.with_suffix(".partial.json")
+    assert data["replay"] == list(R.TASKS)
     run_id = {"profile": "smoke", "base_model_hash": data["base_model_hash"], "tokens": data["tokens"],
-              "concepts": ["bo"]}
+              "replay": data["replay"], "concepts": ["bo"]}
     partial.write_text(json.dumps({**run_id, "rows": data["rows"], "seconds": 1000.0}))
     again = B.bench("smoke", ["text_prompt", "generation_only"], ["bo"], seeds=2, out=out, base=base, judge=judge,
                     progress=False)
