@@ -4,7 +4,7 @@
 
 Prints where the results come from (base model, token layout, wall time against the 60-minute
 budget), the summary table (mean over concepts with seeds nested, and its bootstrap interval),
-then for every method that trains tokens whether it meets issue 16's targets (``*`` marks a
+then for every method that trains tokens whether it meets the kit's science targets (``*`` marks a
 miss), which one is best (most targets met, then the mean of the targeted metrics), and every
 paper claim judged together (Holm over all of them) with the sentence a lesson would print.
 """
@@ -65,7 +65,7 @@ def main() -> None:
     summary = stats.summary(rows, levels_from)
     print(stats.table(summary))
 
-    print("\nscience targets (issue 16), token methods, best first; * = misses its target")
+    print("\nscience targets, token methods, best first; * = misses its target")
     print(f"{'method':26s}" + "".join(f"{m:>14s}" for m in TARGETS) + "   met")
     print(f"{'target':26s}" + "".join(f"{g:>14.2f}" for g in TARGETS.values()))
     ranked = target_rows(summary)

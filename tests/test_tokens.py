@@ -339,6 +339,8 @@ def test_change_over_training_says_what_the_numbers_say():
     up = change_over_training(frame(0.0, 0.05))
     assert up["tok_mark"]["change"] == pytest.approx(0.05) and "toward" in up["tok_mark"]["sentence"]
     assert "did not move" in up["tok_identity"]["sentence"] and "given at the start" in up["tok_identity"]["sentence"]
+    from unikit.profiles import GROUP_STARTS  # the sentence says how each group starts today
+    assert all(f"{g}" in up["tok_identity"]["sentence"] for g in GROUP_STARTS)
     down = change_over_training(frame(0.05, 0.0))["tok_mark"]["sentence"]
     assert "away from" in down and "is learned" in down
     assert "did not move" in change_over_training(frame(0.02, 0.025))["tok_mark"]["sentence"]

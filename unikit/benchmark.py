@@ -275,6 +275,9 @@ def load_results(profile: str = "teach", base=None) -> dict | None:
     from .tokens import base_model_hash
 
     want = base_model_hash(base) if base is not None else None
+    now_made = None if base is None else {  # what a result records of how it was made: (now, what differs)
+        "tokens": (token_layout(base), "its concept tokens were laid out or started otherwise"),
+        "replay": (list(REPLAY_TASKS), "its replay served other tasks")}
     for path in (results_path(profile), SHIPPED_RESULTS / f"{profile}.json"):
         if path.is_file():
             data = json.loads(path.read_text())
@@ -282,14 +285,11 @@ def load_results(profile: str = "teach", base=None) -> dict | None:
                 print(f"(passing over {path}: made on base model {data.get('base_model_hash', 'unrecorded')}, "
                       f"not on this one, {want}; re-run `{data.get('command') or 'unikit bench'}`)")
                 continue
-            if base is not None and data.get("tokens") != token_layout(base):
-                print(f"(passing over {path}: its concept tokens were laid out or started otherwise "
-                      f"({data.get('tokens', 'unrecorded')}, now {token_layout(base)}); "
-                      f"re-run `{data.get('command') or 'unikit bench'}`)")
-                continue
-            if base is not None and data.get("replay") != list(REPLAY_TASKS):
-                print(f"(passing over {path}: its replay served {data.get('replay', ['generation'])}, now "
-                      f"{list(REPLAY_TASKS)}; re-run `{data.get('command') or 'unikit bench'}`)")
+            stale = [(what, k) for k, (now, what) in (now_made or {}).items() if data.get(k) != now]
+            if stale:
+                print(f"(passing over {path}: " + "; ".join(f"{what} ({data.get(k, 'unrecorded')}, now "
+                                                            f"{now_made[k][0]})" for what, k in stale)
+                      + f"; re-run `{data.get('command') or 'unikit bench'}`)")
                 continue
             data["path"] = str(path)
             return data

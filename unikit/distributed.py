@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +150,7 @@ def _worker(rank: int, world: int, port: int, fn, args) -> None:
         dist.destroy_process_group()
 
 
-def launch(fn, workers: int, *args, resume_hint="") -> None:
+def launch(fn, workers: int, *args, resume_hint: str | Callable[[], str] = "") -> None:
     """Run ``fn(ctx, *args)`` on ``workers`` processes (or in place: ``workers == 1`` or under torchrun).
 
     A worker that raises or dies stops the run: the others are terminated and

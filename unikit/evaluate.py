@@ -82,7 +82,7 @@ def evaluate_personalized(um, pers, judge, n_images: int = 4, guidance: float | 
             row.update(_generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed, with_images))
         if "editing" in parts and d.edits:
             src = world.render_many([e["source"] for e in d.edits], um.image_size)
-            requests = [pers.editing_request(um, card.name, e["instruction"]) for e in d.edits]
+            requests = [pers.request(um, card.name, e["instruction"], "editing") for e in d.edits]
             out = M.edit_image(um, src, [r[0] for r in requests], guidance=guidance, seed=seed)
             reads = judge.read(out)
             row["edit"] = float(np.mean([r == expected_reading(e["target"]) for r, e in zip(reads, d.edits)]))
@@ -119,7 +119,7 @@ def _generation_metrics(um, pers, card, d, imgs, judge, n_images, guidance, seed
 
     row = {}
     prompts = [t["prompt"] for t in d.t2i]
-    requests = [pers.generation_request(um, card.name, p) for p in prompts]
+    requests = [pers.request(um, card.name, p) for p in prompts]
     gen = generate_batched(um, [r[0] for r in requests], n_images, guidance, seed)
     gen = gen.reshape(len(prompts), n_images, *gen.shape[1:])
     plain = [i for i, t in enumerate(d.t2i) if t["kind"] in ("plain", "context")]
@@ -207,7 +207,7 @@ def evaluate_photo_concept(um, pers, concept, scorers: dict, n_images: int = 4, 
                 row[key] = float(np.mean([answer_matches(a, q["answer"]) for a, q in zip(ans, qs)]))
     if "generation" in parts and scorers:
         prompts = [t["prompt"] for t in bc.t2i if t.get("kind", "plain") in ("plain", "context")]
-        gen = generate_batched(um, [pers.generation_request(um, concept.name, p)[0] for p in prompts],
+        gen = generate_batched(um, [pers.request(um, concept.name, p)[0] for p in prompts],
                                n_images, guidance, seed)
         made = {}
         for name, scorer in scorers.items():

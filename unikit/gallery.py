@@ -39,7 +39,7 @@ def generation_failures(um, pers, card, judge, n_images: int = 2, guidance: floa
     ident = dict(zip(IDENTITY, card.identity()))
     out = []
     for i, t in enumerate(d.t2i):
-        prompt = pers.generation_request(um, card.name, t["prompt"])[0]
+        prompt = pers.request(um, card.name, t["prompt"])[0]
         images = E.generate_batched(um, [prompt], n_images, guidance, seed + i)
         want = {**ident, **t["expect"]}
         for image, read in zip(images, judge.read(images)):

@@ -64,23 +64,16 @@ class Personalized:
     # UniCTokens: every concept's rows every few steps through its stages, kept in its checkpoint
     trajectory: TokenRecorder | None = None
 
-    def generation_request(self, um, name: str, prompt: str):
-        """``(prompt to generate from, ReplayTrace or None)``: with replay, the request is first
-        rewritten with what the understanding path answers about the concept."""
+    def request(self, um, name: str, text: str, task: str = "generation"):
+        """``(prompt to generate from, or instruction to edit with; ReplayTrace or None)`` for a
+        ``task`` of :data:`unikit.replay.TASKS`: with replay, a request that needs a fact ("<bo>
+        wearing its hat", "put <bo>'s hat on it") is first rewritten with what the understanding
+        path answers about the concept."""
         if self.replay:
             from .replay import replay
-            trace = replay(um, self, name, prompt)
+            trace = replay(um, self, name, text, task=task)
             return trace.prompt, trace
-        return self.generation_prompt(name, prompt), None
-
-    def editing_request(self, um, name: str, instruction: str):
-        """``(instruction to edit with, ReplayTrace or None)``: with replay, an instruction that needs
-        a fact ("put <bo>'s hat on it") is rewritten with the understanding path's answer."""
-        if self.replay:
-            from .replay import replay
-            trace = replay(um, self, name, instruction, task="editing")
-            return trace.prompt, trace
-        return self.editing_prompt(name, instruction), None
+        return (self.generation_prompt if task == "generation" else self.editing_prompt)(name, text), None
 
     def card(self, name: str) -> ConceptCard:
         for c in self.cards:

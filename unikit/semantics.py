@@ -73,12 +73,20 @@ def lean_over_training(um, recorder, cards):
                          for s in recorder.snapshots if s.concept in by_name])
 
 
-STARTS_SAY = {
-    "tok_identity": "the rows understanding trains start as the card's words, which name its shape, colour "
-                    "and pattern, and the other groups start as its class word (UniCTokens' stage-3 rows "
-                    "as centroids of image codes): a lean here is given at the start",
-    "tok_mark": "no start names the mark (the card leaves it out), so a lean here is learned",
-}
+def _starts_say(metric: str) -> str:
+    """Why ``metric``'s level at the start is or is not given, from how groups start
+    (:data:`~unikit.profiles.GROUP_STARTS`)."""
+    from .profiles import GROUP_STARTS
+
+    if metric == "tok_mark":
+        return "no start names the mark (the card leaves it out), so a lean here is learned"
+    by = {}
+    for group, how in GROUP_STARTS.items():
+        by.setdefault(how, []).append(group)
+    said = {"words": "the card's words, which name its shape, colour and pattern",
+            "class_word": "its class word"}
+    starts = "; ".join(f"{', '.join(groups)} rows as {said.get(how, how)}" for how, groups in by.items())
+    return f"the {starts} (UniCTokens' stage-3 rows as centroids of image codes): a lean here is given at the start"
 
 
 def change_over_training(lean_frame, metrics=SEMANTIC_METRICS, tol: float = 0.01) -> dict[str, dict]:
@@ -97,5 +105,5 @@ def change_over_training(lean_frame, metrics=SEMANTIC_METRICS, tol: float = 0.01
             moved = f"training moved it {'toward' if change > 0 else 'away from'} those words ({change:+.3f})"
         out[m] = {"start": start, "end": end, "change": change,
                   "sentence": f"{m}: {start:.3f} at the start, {end:.3f} at the end; {moved}. "
-                              f"({STARTS_SAY[m]}.)"}
+                              f"({_starts_say(m)}.)"}
     return out

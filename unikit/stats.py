@@ -26,8 +26,8 @@ from .evaluate import INFERENCE_VARIANTS, METRICS
 from .levels import StatsError, levels  # noqa: F401  (levels: part of this API)
 
 REPLAY_METRICS = ("gen_identity", "gen_similarity", "parg", "parg_identity", "edit")
-"""The metrics of ``evaluate._generation_metrics``, the only code that calls
-``Personalized.generation_request``, where replay acts. An inference variant
+"""The metrics where replay acts: ``evaluate._generation_metrics`` and the ``edit`` score, the code
+that calls ``Personalized.request``. An inference variant
 (:data:`~unikit.evaluate.INFERENCE_VARIANTS`) scores its base method's numbers on the rest."""
 
 N_BOOT = 2000
