@@ -98,7 +98,8 @@ def replay(um: M.UnifiedModel, pers, name: str, request: str, task: str = "gener
                                                    for ex in examples])
     question, ex = ask(request, token, examples)
     if question is None:
-        trace.fell_back, trace.note = True, (f"no example matches {request!r}; {task} from the plain request")
+        trace.fell_back, trace.note = True, (f"no example matches {request!r}; "
+                                             f"{'generating' if task == 'generation' else 'editing'} from the plain request")
         trace.rewritten = request
         trace.prompt = to_prompt(name, request)
         return trace
