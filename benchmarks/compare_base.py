@@ -1,11 +1,14 @@
 """Compare pretrained base models: their ``metrics.json`` side by side, with the targets.
 
     python benchmarks/compare_base.py data/base_model /work/runs/ship7 [--names ship5 ship7]
+    python benchmarks/compare_base.py data/base_model data/replicates/ship7-seed1 --spread
 
 Each argument is a model directory (``unikit pretrain --out``) or a ``metrics.json``. Prints one
 row per metric (the targets of ``unikit.pretrain.TARGETS`` first, then every other number the
 files share), the target, each model's value with ``*`` where it misses its target, then the
 wall time (every phase, reused ones too), its phase split and how many targets each model misses.
+``--spread`` adds a column with the largest minus the smallest value of each row: for runs of one
+recipe with different seeds, the run-to-run spread.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="+")
     ap.add_argument("--names", nargs="+")
+    ap.add_argument("--spread", action="store_true", help="add max - min per row (runs of one recipe, other seeds)")
     args = ap.parse_args()
     from unikit.pretrain import TARGETS
 
@@ -44,7 +48,10 @@ def main() -> None:
     if len(names) != len(models):
         sys.exit(f"--names gives {len(names)} names for {len(models)} models")
     width = max(len(k) for k in [*TARGETS, *models[0]]) + 2
-    print("metric".ljust(width) + "target".rjust(8) + "".join(n.rjust(12) for n in names))
+    if args.spread and len(models) < 2:
+        sys.exit("--spread needs at least two models (runs of one recipe with different seeds)")
+    print("metric".ljust(width) + "target".rjust(8) + "".join(n.rjust(12) for n in names)
+          + ("spread".rjust(10) if args.spread else ""))
     misses = [0] * len(models)
     for k, target, values in rows(models, TARGETS):
         cells = []
@@ -55,10 +62,12 @@ def main() -> None:
             miss = target is not None and v < target
             misses[i] += miss
             cells.append(f"{v:.3f}{'*' if miss else ' '}".rjust(12))
-        print(k.ljust(width) + (f"{target:.2f}" if target is not None else "").rjust(8) + "".join(cells))
+        known = [v for v in values if v is not None]
+        spread = f"{max(known) - min(known):.3f}".rjust(10) if args.spread and len(known) > 1 else ""
+        print(k.ljust(width) + (f"{target:.2f}" if target is not None else "").rjust(8) + "".join(cells) + spread)
     print("targets missed".ljust(width) + "".rjust(8) + "".join(str(n).rjust(11) + " " for n in misses))
-    print("wall minutes".ljust(width) + "".rjust(8) + "".join(
-        f"{sum((m.get('phase_seconds') or {}).values()) / 60:.1f}".rjust(11) + " " for m in models))
+    minutes = [sum((m.get("phase_seconds") or {}).values()) / 60 for m in models]
+    print("wall minutes".ljust(width) + "".rjust(8) + "".join(f"{v:.1f}".rjust(11) + " " for v in minutes))
     for name, m in zip(names, models):
         split = ", ".join(f"{k} {v / 60:.1f}" for k, v in (m.get("phase_seconds") or {}).items())
         sampling = {k: v for k, v in (m.get("sampling") or {}).items() if k in ("guidance", "temperature")}

@@ -447,3 +447,30 @@ def test_encoder_probe_reads_every_attribute_on_held_out_renders():
     assert set(probe) == {f"encoder_probe_{a}" for a in world.ATTRIBUTES}
     assert all(0.0 <= v <= 1.0 for v in probe.values())
     assert probe["encoder_probe_background"] > 0.9  # even a random encoder's mean feature shows the background
+
+
+def test_replicates_table_puts_runs_of_the_shipped_profile_side_by_side(tmp_path):
+    """The run-to-run spread: other seeds of the base model's profile join its column, runs of
+    another profile stay out, and the spread and targets met are computed from the files."""
+    def run(where, **m):
+        where.mkdir(parents=True)
+        (where / "metrics.json").write_text(json.dumps(m))
+
+    secs = {"model": 600.0, "reused_tokenizer": 60.0}
+    run(tmp_path / "base", profile="ship7", seed=0, t2i_seen=0.72, edit=0.61, phase_seconds=secs)
+    run(tmp_path / "reps" / "ship7-seed2", profile="ship7", seed=2, t2i_seen=0.81, edit=0.55, phase_seconds=secs)
+    run(tmp_path / "reps" / "ship7-seed1", profile="ship7", seed=1, t2i_seen=0.76, edit=0.66, phase_seconds=secs)
+    run(tmp_path / "reps" / "ship6-seed1", profile="ship6", seed=1, t2i_seen=0.10, phase_seconds=secs)
+    runs = P.load_replicates(tmp_path / "base", tmp_path / "reps")
+    assert list(runs) == ["seed 0", "seed 1", "seed 2"]
+    table = P.spread_table(runs, targets={"t2i_seen": 0.80, "edit": 0.60, "vqa": 0.95})
+    assert table.loc["t2i_seen", "spread"] == pytest.approx(0.09)
+    assert table.loc["t2i_seen", "met by"] == "1 of 3"
+    assert table.loc["edit", "met by"] == "2 of 3"
+    assert "vqa" not in table.index  # no run recorded it
+    assert table.loc["wall minutes", "seed 1"] == pytest.approx(11.0)
+    run(tmp_path / "reps" / "again", profile="ship7", seed=1, t2i_seen=0.7, phase_seconds=secs)
+    with pytest.raises(P.PretrainError, match="share a seed"):
+        P.load_replicates(tmp_path / "base", tmp_path / "reps")
+    with pytest.raises(P.PretrainError, match="no metrics.json"):
+        P.load_replicates(tmp_path / "nothing", tmp_path / "reps")

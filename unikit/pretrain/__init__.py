@@ -30,7 +30,7 @@ Held-out shape+colour pairs (:data:`unikit.world.HELDOUT_PAIRS`) never appear in
 Modules: :mod:`.config` (settings, profiles), :mod:`.data` (task examples, corpus,
 batches), :mod:`.phases` (phase bookkeeping, checkpoints, reusable phase files),
 :mod:`.training` (each phase's loop), :mod:`.quality` (judged metrics, calibration, re-check),
-:mod:`.run` (a whole run, re-scoring).
+:mod:`.run` (a whole run, re-scoring), :mod:`.replicates` (the shipped recipe's run-to-run spread).
 
 Output directory: the model (``save_pretrained``, safetensors) with its processor,
 ``metrics.json`` (judge-scored quality on held-out data), ``history.json`` (loss curves)
@@ -51,3 +51,4 @@ from .quality import (encoder_features, encoder_probe, all_right, tokenizer_qual
     EVAL_TASKS, FACT_KEYS, TARGETS, SAMPLING_GRID, CALIBRATION_SEED, calibrate_sampling, calibrate_and_score,
     judge_hash_of, QUALITY_KEYS, quality_check)
 from .run import (pretrain, finished_model, plan_run, rescore, gate_tokenizer, model_card)  # noqa: F401
+from .replicates import REPLICATES_DIR, load_replicates, spread_table, wall_minutes  # noqa: F401
