@@ -6,6 +6,7 @@ measured as it goes; findings are kept in ``docs/notes/`` with the command that 
     python benchmarks/probe_base.py tokenizer --steps 4000 --every 500 --out /work/runs/probe_vq
     python benchmarks/probe_base.py encoder --steps 6000 --every 1000 --out /work/runs/probe_vision
     python benchmarks/probe_base.py yesno --vision /work/runs/probe_vision --steps 3000 --arm plain
+    python benchmarks/probe_base.py drawing --size wide --steps 2000 --every 500 --out /work/runs/probe_wide
 
 Rungs:
 
@@ -17,7 +18,12 @@ Rungs:
 - ``align``: phase 2b (:func:`unikit.pretrain.train_align`) on the encoder in ``--vision``;
 - ``yesno``: a fresh language model on a trained encoder, only yes/no questions (one arm of
   :data:`ARMS`); prints accuracy per question kind every ``--every`` steps and the step at
-  which each kind left the coin-flip plateau (first evaluation >= 0.75).
+  which each kind left the coin-flip plateau (first evaluation >= 0.75);
+- ``drawing``: a fresh language model of ``--size`` (a :data:`unikit.model.janus.PROFILES` entry:
+  ``teach``, ``deep`` or ``wide``) on the shipped tokenizer, text-to-image alone; every ``--every``
+  steps the share of ``--eval-n`` captions drawn right in every attribute, the share with the
+  mark wrong, and the recent training loss, against the CPU minutes its training took (process
+  time, so a busy machine does not inflate them): drawing capacity per CPU-minute.
 
 Each rung writes the weights it trained (``vq.safetensors`` / ``vision.safetensors``) and a
 ``log.json`` of its measurements into ``--out``.
@@ -148,9 +154,54 @@ def rung_yesno(args) -> None:
     P.train_lm(um, corpus, cfg, history, save=every, progress=False)
 
 
+def rung_drawing(args) -> None:
+    """Text-to-image alone on a fresh language model of ``args.size``, the shipped tokenizer frozen."""
+    from unikit.judge import expected_reading, load_judge
+
+    judge = load_judge(progress=False)
+    um = M.build_model(args.size, seed=args.seed)
+    P.load_phase_weights(um, "tokenizer", TOKENIZER)
+    corpus = P.build_corpus(um, args.corpus, seed=args.seed)
+    cfg = P.pretrain_config("teach", seed=args.seed, lm_steps=args.steps, perception_steps=0, mix={"t2i": 1},
+                            lm_batch=args.batch, lm_lr=args.lr, checkpoint_every=args.every,
+                            warmup=max(1, min(300, args.steps // 10)), lm_init="transformers")
+    rng = random.Random(10_000 + args.seed)
+    scenes = [world.random_scene(rng, item_prob=0.35) for _ in range(args.eval_n)]
+    wants = [expected_reading(sc) for sc in scenes]
+    keys = (*world.NAMEABLE, "present")
+    lm_params = sum(p.numel() for p in um.model.model.language_model.parameters())
+    print(f"{args.size}: language model of {lm_params:,} parameters", flush=True)
+    rows, history = [], {}
+    clock = {"train": 0.0, "since": time.process_time()}  # this process's CPU time, training only
+
+    def every(phase, step, opt_state):
+        clock["train"] += time.process_time() - clock["since"]
+        um.model.eval()
+        drawn = M.generate_images(um, [world.caption(sc) for sc in scenes], guidance=1.25, temperature=0.1,
+                                  seed=args.seed)
+        reads = judge.read(drawn)
+        um.model.train()
+        recent = [loss for _, _, loss in history["lm"][-args.every:]]
+        rows.append({"step": step, "cpu_minutes": round(clock["train"] / 60, 2), "lm_parameters": lm_params,
+                     "t2i_loss": round(sum(recent) / max(1, len(recent)), 4),
+                     "t2i_seen": sum(all(r[k] == w[k] for k in keys) for r, w in zip(reads, wants)) / len(scenes),
+                     "mark_wrong": sum(r["mark"] != w["mark"] or r["mark_colour"] != w["mark_colour"]
+                                       for r, w in zip(reads, wants)) / len(scenes)})
+        print(json.dumps(rows[-1]), flush=True)
+        _log(args.out, rows)
+        clock["since"] = time.process_time()
+
+    P.train_lm(um, corpus, cfg, history, save=every, progress=False)
+
+
+TOKENIZER = Path(__file__).resolve().parent.parent / "data" / "phases" / "tokenizer-4000" / "tokenizer.safetensors"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("rung", choices=("tokenizer", "encoder", "align", "yesno"))
+    ap.add_argument("rung", choices=("tokenizer", "encoder", "align", "yesno", "drawing"))
+    ap.add_argument("--size", default="teach", help="drawing: the model size (teach, deep or wide)")
+    ap.add_argument("--corpus", type=int, default=6000, help="drawing: scenes in the training corpus")
     ap.add_argument("--vision", help="align, yesno: a directory holding vision.safetensors (yesno: or align.safetensors)")
     ap.add_argument("--arm", choices=tuple(ARMS), default="plain")
     ap.add_argument("--eval-n", type=int, default=250)
@@ -164,12 +215,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     runtime.set_threads(args.threads)
-    defaults = {"tokenizer": (32, 2e-3), "encoder": (64, 2e-3), "align": (64, 2e-3), "yesno": (32, 1.5e-3)}[args.rung]
+    defaults = {"tokenizer": (32, 2e-3), "encoder": (64, 2e-3), "align": (64, 2e-3), "yesno": (32, 1.5e-3),
+                "drawing": (32, 1.5e-3)}[args.rung]
     args.batch = args.batch or defaults[0]
     args.lr = args.lr or defaults[1]
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    {"tokenizer": rung_tokenizer, "encoder": rung_encoder, "align": rung_align, "yesno": rung_yesno}[args.rung](args)
+    {"tokenizer": rung_tokenizer, "encoder": rung_encoder, "align": rung_align, "yesno": rung_yesno,
+     "drawing": rung_drawing}[args.rung](args)
     return 0
 
 

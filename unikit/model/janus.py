@@ -33,6 +33,9 @@ PROFILES = {
 # deep: teach's widths with twice the language-model layers (1.7M instead of 0.87M parameters);
 # its tokenizer, encoder and aligner have teach's sizes, so their pretraining phases are shared.
 PROFILES["deep"] = dict(PROFILES["teach"], layers=8)
+# wide: teach's depth at twice the language model's width (about 3.4M instead of 0.87M
+# parameters); its tokenizer and encoder have teach's sizes, the aligners project to 256.
+PROFILES["wide"] = dict(PROFILES["teach"], hidden=256, heads=8, intermediate=768)
 
 
 class ModelError(RuntimeError):
@@ -43,7 +46,7 @@ class ModelError(RuntimeError):
 
 
 def make_config(profile: str = "teach", tokenizer=None, attn_implementation: str = "eager"):
-    """A ``JanusConfig`` for a kit model size (``smoke``, ``teach`` or ``deep``); see :data:`PROFILES`.
+    """A ``JanusConfig`` for a kit model size (``smoke``, ``teach``, ``deep`` or ``wide``); see :data:`PROFILES`.
 
     All projection dims equal the language model's hidden size; the VQ grid equals
     ``image_size // patch_size``; input and output embeddings are not tied.
