@@ -469,6 +469,10 @@ def test_replicates_table_puts_runs_of_the_shipped_profile_side_by_side(tmp_path
     assert table.loc["edit", "met by"] == "2 of 3"
     assert "vqa" not in table.index  # no run recorded it
     assert table.loc["wall minutes", "seed 1"] == pytest.approx(11.0)
+    said = P.spread_sentences(runs, table, n_eval=200)
+    assert "+-0.06" in said[0] and said[1].endswith("t2i_seen, edit.") and said[2].endswith("none.")
+    alone = P.load_replicates(tmp_path / "base", tmp_path / "no-replicates")
+    assert "one run" in P.spread_sentences(alone, P.spread_table(alone), n_eval=200)[-1]
     run(tmp_path / "reps" / "again", profile="ship7", seed=1, t2i_seen=0.7, phase_seconds=secs)
     with pytest.raises(P.PretrainError, match="share a seed"):
         P.load_replicates(tmp_path / "base", tmp_path / "reps")

@@ -51,4 +51,4 @@ from .quality import (encoder_features, encoder_probe, all_right, tokenizer_qual
     EVAL_TASKS, FACT_KEYS, TARGETS, SAMPLING_GRID, CALIBRATION_SEED, calibrate_sampling, calibrate_and_score,
     judge_hash_of, QUALITY_KEYS, quality_check)
 from .run import (pretrain, finished_model, plan_run, rescore, gate_tokenizer, model_card)  # noqa: F401
-from .replicates import REPLICATES_DIR, load_replicates, spread_table, wall_minutes  # noqa: F401
+from .replicates import REPLICATES_DIR, load_replicates, spread_table, spread_sentences, wall_minutes  # noqa: F401

@@ -62,3 +62,20 @@ def spread_table(runs: dict[str, dict], targets: dict | None = None):
                      "spread": max(known) - min(known) if known else float("nan"),
                      "met by": (f"{sum(v >= target for v in known)} of {len(known)}" if target == target else "")})
     return pd.DataFrame(rows).set_index("metric")
+
+
+def spread_sentences(runs: dict[str, dict], table, n_eval: int) -> list[str]:
+    """What :func:`spread_table`'s ``table`` of ``runs`` says, as sentences: the runs, the spread
+    that scoring on ``n_eval`` examples alone gives a metric near 0.75 (95% binomial half-width),
+    the targets some seeds meet and others miss, and those every seed misses."""
+    half = 1.96 * (0.75 * 0.25 / n_eval) ** 0.5
+    profile = next(iter(runs.values())).get("profile")
+    out = [f"{len(runs)} run(s) of the {profile} profile: {', '.join(runs)}. Each metric is scored on "
+           f"{n_eval} held-out examples, so the examples alone move a metric near 0.75 by up to +-{half:.2f}."]
+    if len(runs) < 2:
+        return out + ["No other seed of this profile is in data/replicates/: one run, no spread to show."]
+    met = {k: v for k, v in table["met by"].items() if v}
+    split = [k for k, v in met.items() if not v.startswith(("0 ", f"{len(runs)} "))]
+    missed = [k for k, v in met.items() if v.startswith("0 ")]
+    return out + [f"Targets some seeds meet and others miss: {', '.join(split) or 'none'}.",
+                  f"Targets every seed misses: {', '.join(missed) or 'none'}."]
