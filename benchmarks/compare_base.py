@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--names", nargs="+")
     ap.add_argument("--spread", action="store_true", help="add max - min per row (runs of one recipe, other seeds)")
     args = ap.parse_args()
-    from unikit.pretrain import TARGETS
+    from unikit.pretrain import TARGETS, wall_minutes
 
     models = [load_metrics(p) for p in args.models]
     names = args.names or [m.get("profile") or Path(p).name for m, p in zip(models, args.models)]
@@ -66,8 +66,7 @@ def main() -> None:
         spread = f"{max(known) - min(known):.3f}".rjust(10) if args.spread and len(known) > 1 else ""
         print(k.ljust(width) + (f"{target:.2f}" if target is not None else "").rjust(8) + "".join(cells) + spread)
     print("targets missed".ljust(width) + "".rjust(8) + "".join(str(n).rjust(11) + " " for n in misses))
-    minutes = [sum((m.get("phase_seconds") or {}).values()) / 60 for m in models]
-    print("wall minutes".ljust(width) + "".rjust(8) + "".join(f"{v:.1f}".rjust(11) + " " for v in minutes))
+    print("wall minutes".ljust(width) + "".rjust(8) + "".join(f"{wall_minutes(m):.1f}".rjust(11) + " " for m in models))
     for name, m in zip(names, models):
         split = ", ".join(f"{k} {v / 60:.1f}" for k, v in (m.get("phase_seconds") or {}).items())
         sampling = {k: v for k, v in (m.get("sampling") or {}).items() if k in ("guidance", "temperature")}

@@ -20,7 +20,7 @@ Rungs:
   :data:`ARMS`); prints accuracy per question kind every ``--every`` steps and the step at
   which each kind left the coin-flip plateau (first evaluation >= 0.75);
 - ``drawing``: a fresh language model of ``--size`` (a :data:`unikit.model.janus.PROFILES` entry:
-  ``teach``, ``deep`` or ``wide``) on the shipped tokenizer, text-to-image alone; every ``--every``
+  ``teach``, ``deep`` or ``wide``) on the tokenizer the shipped model reused, text-to-image alone; every ``--every``
   steps the share of ``--eval-n`` captions drawn right in every attribute, the share with the
   mark wrong, and the recent training loss, against the CPU minutes its training took (process
   time, so a busy machine does not inflate them): drawing capacity per CPU-minute.
@@ -155,7 +155,8 @@ def rung_yesno(args) -> None:
 
 
 def rung_drawing(args) -> None:
-    """Text-to-image alone on a fresh language model of ``args.size``, the shipped tokenizer frozen."""
+    """Text-to-image alone on a fresh language model of ``args.size``, with :data:`TOKENIZER` (the
+    tokenizer the shipped model reused) frozen."""
     from unikit.judge import expected_reading, load_judge
 
     judge = load_judge(progress=False)

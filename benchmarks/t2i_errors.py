@@ -24,8 +24,10 @@ import torch
 
 def wrong_per_attribute(reads, wants, keys) -> tuple[float, dict]:
     """(share right in every key, {key: share wrong}) over paired judge readings and expectations."""
+    from unikit.pretrain import all_right
+
     wrong = collections.Counter(k for r, w in zip(reads, wants) for k in keys if r[k] != w[k])
-    right = np.mean([all(r[k] == w[k] for k in keys) for r, w in zip(reads, wants)])
+    right = np.mean([all_right(r, w) for r, w in zip(reads, wants)])
     return float(right), {k: wrong[k] / len(wants) for k in keys}
 
 

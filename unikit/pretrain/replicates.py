@@ -74,8 +74,9 @@ def spread_sentences(runs: dict[str, dict], table, n_eval: int) -> list[str]:
            f"{n_eval} held-out examples, so the examples alone move a metric near 0.75 by up to +-{half:.2f}."]
     if len(runs) < 2:
         return out + ["No other seed of this profile is in data/replicates/: one run, no spread to show."]
-    met = {k: v for k, v in table["met by"].items() if v}
-    split = [k for k, v in met.items() if not v.startswith(("0 ", f"{len(runs)} "))]
-    missed = [k for k, v in met.items() if v.startswith("0 ")]
+    met = {k: [v >= t for v in table.loc[k, list(runs)] if v == v]
+           for k, t in table["target"].items() if t == t}
+    split = [k for k, m in met.items() if 0 < sum(m) < len(m)]
+    missed = [k for k, m in met.items() if m and not any(m)]
     return out + [f"Targets some seeds meet and others miss: {', '.join(split) or 'none'}.",
                   f"Targets every seed misses: {', '.join(missed) or 'none'}."]
