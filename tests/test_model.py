@@ -310,7 +310,7 @@ def test_checkpoint_errors(saved, tmp_path, monkeypatch):
     with pytest.raises(M.ModelError, match="no checkpoint directory"):
         M.load_model(tmp_path / "nowhere")
     monkeypatch.setattr(M.janus, "DEFAULT_MODEL_DIR", tmp_path / "base_model")  # where load_model reads it
-    with pytest.raises(M.ModelError, match="unikit pretrain --profile ship7 --workers 2 --out data/base_model --phases-from"):
+    with pytest.raises(M.ModelError, match="unikit pretrain --profile ship8 --workers 2 --out data/base_model"):
         M.load_model(None)
     with pytest.raises(M.ModelError, match="no network"):
         M.load_model("nobody-here/not-a-cached-model")

@@ -40,7 +40,11 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     assert {task for _, task, _ in history["lm"]} == set(smoke.mix)
     assert [s for s, _, _ in history["facts"]] == list(range(smoke.facts_steps))
     assert set(P.FACT_TASKS) <= {task for _, task, _ in history["facts"]} <= set(smoke.facts_mix)
-    assert saved["facts_steps_done"] == smoke.facts_steps and all(0.0 <= saved[k] <= 1.0 for k in P.FACT_KEYS)  # the yes/no curriculum, then understanding, then everything
+    assert saved["facts_steps_done"] == smoke.facts_steps and all(0.0 <= saved[k] <= 1.0 for k in P.FACT_KEYS)
+    # then the drawing phase, text-to-image on half its steps
+    assert [s for s, _, _ in history["drawing"]] == list(range(smoke.drawing_steps))
+    assert saved["drawing_steps_done"] == smoke.drawing_steps
+    # the yes/no curriculum, then understanding, then everything
     assert {t for s, t, _ in history["lm"] if s < smoke.yesno_steps} == {"attribute"}
     assert {t for s, t, _ in history["lm"] if s < smoke.perception_steps} <= {"caption", "vqa", "attribute",
                                                                                 "recognition", "same"}
@@ -53,6 +57,21 @@ def test_smoke_pretraining_writes_a_loadable_model_with_metrics(smoke_run):
     img = world.render_many(world.generic_scenes(2, seed=1))
     assert M.answer(loaded, img, ["what colour is the background?"] * 2) == M.answer(um, img, ["what colour is the background?"] * 2)
     assert "unikit pretrain --profile smoke" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_drawing_metrics_can_be_scored_on_more_examples_of_their_own(smoke_run):
+    """``eval_n_drawing`` scores text-to-image and editing on that many examples (their own seed),
+    every other metric on ``eval_n``; unset, all use ``eval_n``."""
+    from unikit.judge import load_judge
+
+    _, um, _, _ = smoke_run
+    judge = load_judge(progress=False)
+    cfg = P.pretrain_config("smoke", eval_n=4, eval_n_drawing=10)
+    wide, narrow = P.calibrate_and_score(um, judge, cfg), P.calibrate_and_score(um, judge, dataclasses.replace(cfg, eval_n_drawing=0))
+    assert (wide["drawing_n"], narrow["drawing_n"]) == (10, 4)
+    assert all(abs(wide[k] * 10 - round(wide[k] * 10)) < 1e-9 for k in ("t2i_seen", "t2i_heldout", "edit"))
+    assert all(wide[k] == narrow[k] for k in ("caption", "vqa", "attribute", "edit_object", "vq_recon_judge"))
+    assert P.CONFIGS["ship8"].eval_n_drawing == 1000
 
 
 def test_rescore_remeasures_a_finished_model_with_another_judge(smoke_run, tmp_path):
@@ -81,10 +100,10 @@ def test_rescore_remeasures_a_finished_model_with_another_judge(smoke_run, tmp_p
     grid = new["sampling"]["grid"]
     smoke_grid = P.CONFIGS["smoke"].sampling_grid
     assert len(grid) == len(smoke_grid["guidance"]) * len(smoke_grid["temperature"]) > 1
-    best = max(r["t2i_seen"] + r["edit"] for r in grid)
+    best = max(r["t2i_seen"] + r["edit"] + r["edit_object"] for r in grid)
     chosen = [r for r in grid if (r["guidance"], r["temperature"]) == (new["sampling"]["guidance"],
                                                                        new["sampling"]["temperature"])]
-    assert chosen and chosen[0]["t2i_seen"] + chosen[0]["edit"] == best
+    assert chosen and chosen[0]["t2i_seen"] + chosen[0]["edit"] + chosen[0]["edit_object"] == best
     rescored = M.load_model(copy)
     own = M.sampling(rescored)
     assert own == {"guidance": new["sampling"]["guidance"], "temperature": new["sampling"]["temperature"]}
@@ -94,19 +113,29 @@ def test_rescore_remeasures_a_finished_model_with_another_judge(smoke_run, tmp_p
         P.rescore(tmp_path / "nothing")
 
 
-def test_the_facts_phase_continues_a_finished_model_as_the_whole_run_would(smoke_run, tmp_path):
-    """A model pretrained without the facts phase, continued with it (--phases-from that model),
-    ends with the weights of the run that did both in one go; a model whose facts phase already
-    ran cannot offer its model phase."""
+def test_later_phases_continue_a_finished_model_as_the_whole_run_would(smoke_run, tmp_path):
+    """A model pretrained without the facts and drawing phases, continued with them (--phases-from
+    that model), ends with the weights of the run that did all in one go; so does one that ran the
+    facts phase, continued with the drawing phase. A model whose facts phase ran differently cannot
+    offer its model phase, and one that ran every phase leaves nothing to train."""
     out, um, metrics, history = smoke_run
-    P.pretrain("smoke", out=tmp_path / "lm", progress=False, facts_steps=0)
+    whole = um.model.state_dict()
+    P.pretrain("smoke", out=tmp_path / "lm", progress=False, facts_steps=0, drawing_steps=0)
     cont, cmetrics, chistory = P.pretrain("smoke", out=tmp_path / "cont", progress=False, phases_from=[tmp_path / "lm"])
     assert set(cmetrics["reused_phases"]) == {"vq", "vision", "align", "lm"}
-    assert chistory["lm"] == history["lm"] and chistory["facts"] == history["facts"]
+    assert [chistory[k] for k in ("lm", "facts", "drawing")] == [history[k] for k in ("lm", "facts", "drawing")]
     assert cmetrics["phase_seconds"]["reused_run"] > 0 and "model" not in cmetrics["phase_seconds"]
-    mine, whole = cont.model.state_dict(), um.model.state_dict()
+    mine = cont.model.state_dict()
     assert mine.keys() == whole.keys() and all(torch.equal(mine[k], whole[k]) for k in mine)
-    with pytest.raises(P.PretrainError, match="facts phase"):
+    P.pretrain("smoke", out=tmp_path / "facts", progress=False, drawing_steps=0)
+    cont, cmetrics, chistory = P.pretrain("smoke", out=tmp_path / "draw", progress=False, phases_from=[tmp_path / "facts"])
+    assert set(cmetrics["reused_phases"]) == {"vq", "vision", "align", "lm", "facts"}
+    assert chistory["drawing"] == history["drawing"] and cmetrics["drawing_steps_done"] == P.CONFIGS["smoke"].drawing_steps
+    mine = cont.model.state_dict()
+    assert all(torch.equal(mine[k], whole[k]) for k in mine)
+    with pytest.raises(P.PretrainError, match="its facts phase was made with other settings"):
+        P.pretrain("smoke", out=tmp_path / "again", progress=False, phases_from=[out], facts_steps=5)
+    with pytest.raises(P.PretrainError, match="nothing is left to train"):
         P.pretrain("smoke", out=tmp_path / "again", progress=False, phases_from=[out])
 
 
@@ -181,7 +210,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
 
     def interrupted(um, corpus, cfg, history, start=0, opt_state=None, save=None, progress=True, **kw):
-        if kw.get("phase") == "facts":  # the crash and the resume happen in the model phase
+        if kw.get("phase") in P.LATE_PHASES:  # the crash and the resume happen in the model phase
             return real_train_lm(um, corpus, cfg, history, start, opt_state, save, progress, **kw)
         calls["n"] += 1
         if calls["n"] == 1:  # first attempt: the loop checkpoints at step 12 (optimizer state too), then "crash"
@@ -471,6 +500,9 @@ def test_replicates_table_puts_runs_of_the_shipped_profile_side_by_side(tmp_path
     assert table.loc["wall minutes", "seed 1"] == pytest.approx(11.0)
     said = P.spread_sentences(runs, table, n_eval=200)
     assert "+-0.06" in said[0] and said[1].endswith("t2i_seen, edit.") and said[2].endswith("none.")
+    assert "1000" not in said[0]
+    runs["seed 0"]["drawing_n"] = 1000  # text-to-image and edit scored on more examples
+    assert "(text-to-image and editing on 1000: +-0.03)" in P.spread_sentences(runs, table, n_eval=200)[0]
     alone = P.load_replicates(tmp_path / "base", tmp_path / "no-replicates")
     assert "one run" in P.spread_sentences(alone, P.spread_table(alone), n_eval=200)[-1]
     run(tmp_path / "reps" / "again", profile="ship7", seed=1, t2i_seen=0.7, phase_seconds=secs)

@@ -145,8 +145,8 @@ def add_pretrain(subparsers) -> None:
                         "ship2 (ship with the encoder frozen in phase 3), ship3 (ship2 with a language model twice "
                         "as deep), ship4 (ship2 with twice the model steps), ship5 (ship4's finished model, "
                         "--phases-from it, then the facts phase), ship6 (ship5's recipe from nothing in "
-                        "bfloat16 autocast, 36000 model steps) or ship7 (ship6 that also learns to remove and "
-                        "replace the object)")
+                        "bfloat16 autocast, 36000 model steps), ship7 (ship6 that also learns to remove and "
+                        "replace the object) or ship8 (ship7, then the drawing phase)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the cache)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
@@ -159,8 +159,8 @@ def add_pretrain(subparsers) -> None:
                         "judge was retrained) and rewrite its metrics.json and MODEL_CARD.md")
     p.add_argument("--phases-from", nargs="+", metavar="DIR", default=(),
                    help="reuse finished phases from these directories when their settings match: tokenizer, "
-                        "vision, align (benchmarks/probe_base.py writes them), or a finished model made without "
-                        "the facts phase (its first four phases)")
+                        "vision, align (benchmarks/probe_base.py writes them), or a finished model (every phase "
+                        "it ran, e.g. ship7's model for ship8, which adds the drawing phase)")
     p.set_defaults(handler=handle_pretrain)
 
 

@@ -63,7 +63,8 @@ def plot_yes_no_tracking(history: dict, targets: dict | None = None, ax=None):
     return fig
 
 
-PHASE_NAMES = {"vq": "tokenizer", "vision": "encoder", "align": "alignment", "lm": "model", "facts": "facts"}
+PHASE_NAMES = {"vq": "tokenizer", "vision": "encoder", "align": "alignment", "lm": "model", "facts": "facts",
+               "drawing": "drawing"}
 
 
 def steps_per_phase(history: dict) -> str:

@@ -15,8 +15,7 @@ from ..vq import adapt_for_flat_images
 from .vocabulary import SPECIAL, build_processor, build_tokenizer
 
 DEFAULT_MODEL_DIR = concepts.DATA_DIR / "base_model"
-MAKE_DEFAULT = ("unikit pretrain --profile ship7 --workers 2 --out data/base_model "
-                "--phases-from data/phases/tokenizer-4000")
+MAKE_DEFAULT = "unikit pretrain --profile ship8 --workers 2 --out data/base_model"  # the recipe from nothing
 INFO_FILE = "unikit.json"
 VQ_ADAPTED = "vq_affine_output_norms"  # unikit.json flag: re-apply vq.adapt_for_flat_images on load
 

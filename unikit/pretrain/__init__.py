@@ -42,11 +42,12 @@ from .config import (TASKS, GENERATION_TASKS, CAPTION_Q, SAME_Q, PretrainConfig,
 from .data import (YESNO_ORDER, attribute_question, attribute_example, yesno_attributes, recognition_question,  # noqa: F401
     recognition_example, t2i_prompt, same_object_pair, Corpus, build_corpus, task_batch, fact_ask_base, task_loss,
     shard_batch)
-from .phases import (PHASES, VISION_SETTINGS, PHASE_SETTINGS, PHASE_FILES, VISION_SIZES, PHASE_SIZES, world_version,  # noqa: F401
+from .phases import (PHASES, LATE_PHASES, PHASE_CLOCK, VISION_SETTINGS, PHASE_SETTINGS, PHASE_FILES, VISION_SIZES, PHASE_SIZES, world_version,  # noqa: F401
     phase_settings, recorded_phase_settings, setting_differences, checkpoint_dir, save_checkpoint, load_checkpoint,
     PHASE_MODULES, phase_state, save_phase_weights, record_phase, load_phase_state, load_phase_weights)
 from .training import (train_vq, VISION_ATTRIBUTES, init_vision_fan_in, init_language_fan_in, vision_parameters,  # noqa: F401
-    train_vision, ALIGN_WORDS, train_align, lm_parameters, facts_config, train_lm)
+    train_vision, ALIGN_WORDS, train_align, lm_parameters,
+    late_phase_config, train_lm)
 from .quality import (encoder_features, encoder_probe, all_right, tokenizer_quality, evaluate_base, evaluate_facts,  # noqa: F401
     EVAL_TASKS, FACT_KEYS, TARGETS, SAMPLING_GRID, CALIBRATION_SEED, calibrate_sampling, calibrate_and_score,
     judge_hash_of, QUALITY_KEYS, quality_check)

@@ -14,25 +14,33 @@ from ..cache import atomic_path, write_json
 from .config import PretrainConfig
 
 
-PHASES = ("vq", "vision", "align", "lm", "facts")  # in order; a checkpoint's "phase" is the one it is in
+PHASES = ("vq", "vision", "align", "lm", "facts", "drawing")  # in order; a checkpoint's "phase" is the one it is in
+LATE_PHASES = ("facts", "drawing")  # after the model phase, each on a schedule of its own; ``<phase>_steps=0`` skips it
 VISION_SETTINGS = ("seed", "vision_steps", "vision_batch", "vision_lr", "vision_init", "vision_readout", "precision")
 # The settings each reusable phase's result depends on (besides the model's sizes and the world).
 PHASE_SETTINGS = {
     "vq": ("seed", "vq_steps", "vq_batch", "vq_lr", "vq_restart_every"),
     "vision": VISION_SETTINGS,
     "align": (*VISION_SETTINGS, "align_steps", "align_lr"),  # it continues from the vision phase
-    # the model phase continues from all three: every setting but the facts phase's and the record's
+    # the model phase continues from all three: every setting but the later phases' and the record's
     "lm": tuple(f for f in PretrainConfig.__dataclass_fields__
-                if not f.startswith("facts_") and f not in ("profile", "model", "checkpoint_every", "track_every",
-                                                             "track_n", "eval_n", "vq_gate",
-                                                             "sampling_grid")),
+                if not f.startswith(tuple(f"{ph}_" for ph in LATE_PHASES))
+                and f not in ("profile", "model", "checkpoint_every", "track_every", "track_n", "eval_n", "eval_n_drawing", "vq_gate",
+                              "sampling_grid")),
 }
-PHASE_FILES = {"vq": "tokenizer", "vision": "vision", "align": "align", "lm": "model"}  # phase -> save_phase_weights name
+for _earlier, _phase in zip(("lm", *LATE_PHASES), LATE_PHASES):  # each later phase continues from the one before
+    PHASE_SETTINGS[_phase] = (*PHASE_SETTINGS[_earlier],
+                              *(f for f in PretrainConfig.__dataclass_fields__ if f.startswith(f"{_phase}_")))
+PHASE_FILES = {"vq": "tokenizer", "vision": "vision", "align": "align", "lm": "model", "facts": "model",
+               "drawing": "model"}  # phase -> save_phase_weights name
+PHASE_CLOCK = {"vq": "tokenizer", "vision": "vision", "align": "align", "lm": "model", "facts": "facts",
+               "drawing": "drawing"}  # phase -> its key in a run's ``phase_seconds``
 # The model sizes each reusable phase's modules have (the language model's depth is in none:
 # no phase before the model phase runs its layers).
 VISION_SIZES = ("hidden", "vision_hidden", "vision_layers", "vision_heads")
 PHASE_SIZES = {"vq": ("vq_base", "vq_mult", "vq_res_blocks", "vq_latent", "codebook", "vq_embed_dim"),
-               "vision": VISION_SIZES, "align": VISION_SIZES, "lm": tuple(M.PROFILES["teach"])}
+               "vision": VISION_SIZES, "align": VISION_SIZES, "lm": tuple(M.PROFILES["teach"]),
+               "facts": tuple(M.PROFILES["teach"]), "drawing": tuple(M.PROFILES["teach"])}
 
 
 def world_version(words: bool = True) -> str:
@@ -49,7 +57,8 @@ def phase_settings(cfg: dict, phase: str) -> dict:
     (:data:`PHASE_SIZES`), the world's renders."""
     sizes = M.PROFILES[cfg["model"]]
     settings = {"phase": phase, **{k: cfg[k] for k in PHASE_SETTINGS[phase]},
-                "model": {k: sizes[k] for k in PHASE_SIZES[phase]}, "world": world_version(words=phase == "lm")}
+                "model": {k: sizes[k] for k in PHASE_SIZES[phase]},
+                "world": world_version(words=phase not in ("vq", "vision", "align"))}
     return json.loads(json.dumps(settings))  # as a record on disk reads back (tuples as lists)
 
 

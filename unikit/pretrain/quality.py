@@ -219,32 +219,47 @@ Greedy decoding is left out: stage 3 draws several images of one prompt."""
 CALIBRATION_SEED = 777  # validation scenes; the quality metrics use evaluate_base's 12345
 
 
+CALIBRATED = ("t2i_seen", "edit", "edit_object")  # what calibrate_sampling maximises, summed
+
+
 def calibrate_sampling(um: M.UnifiedModel, judge, n: int = 100, grid: dict | None = None) -> dict:
     """Choose the guidance and temperature the model draws best with and store them as its own
     (``um.info["sampling"]``, read by ``model.sampling``).
 
     Scores every setting of ``grid`` (default :data:`SAMPLING_GRID`) by text-to-image on seen
-    pairs plus editing, ``n`` judged validation examples each (:data:`CALIBRATION_SEED`, never the
-    scenes the quality metrics use). Returns ``{"guidance", "temperature", "n", "grid": [{"guidance",
-    "temperature", "t2i_seen", "edit"}]}``; ties go to the higher temperature, then the lower guidance."""
+    pairs plus editing plus object edits (half of a concept's test edits remove or replace the
+    object), ``n`` judged validation examples each (:data:`CALIBRATION_SEED`, never the scenes the
+    quality metrics use). Returns ``{"guidance", "temperature", "n", "grid": [{"guidance",
+    "temperature", "t2i_seen", "edit", "edit_object"}]}``; ties go to the higher temperature, then
+    the lower guidance."""
     grid = grid or SAMPLING_GRID
     rows = []
     for g in grid["guidance"]:
         for t in grid["temperature"]:
-            m = evaluate_base(um, judge, n=n, seed=CALIBRATION_SEED, guidance=g, temperature=t, tasks=("t2i", "edit"))
-            rows.append({"guidance": g, "temperature": t, "t2i_seen": m["t2i_seen"], "edit": m["edit"]})
-    best = max(rows, key=lambda r: (r["t2i_seen"] + r["edit"], r["temperature"], -r["guidance"]))
+            m = evaluate_base(um, judge, n=n, seed=CALIBRATION_SEED, guidance=g, temperature=t,
+                              tasks=("t2i", "edit", "object_edit"))
+            rows.append({"guidance": g, "temperature": t, **{k: m[k] for k in CALIBRATED}})
+    best = max(rows, key=lambda r: (sum(r[k] for k in CALIBRATED), r["temperature"], -r["guidance"]))
     um.info["sampling"] = {"guidance": best["guidance"], "temperature": best["temperature"]}
     return {**um.info["sampling"], "n": n, "grid": rows}
 
 
+DRAWING_TASKS = ("t2i", "edit")  # scored on cfg.eval_n_drawing examples when it is set
+DRAWING_SEED = 54321
+
+
 def calibrate_and_score(um: M.UnifiedModel, judge, cfg: PretrainConfig) -> dict:
     """How a finished model is measured: :func:`calibrate_sampling` on half as many validation
-    examples as ``cfg.eval_n``, then :func:`evaluate_base` with that sampling. Returns the metrics
-    plus ``"sampling"`` (the calibration) and ``"judge_hash"``."""
+    examples as ``cfg.eval_n``, then :func:`evaluate_base` with that sampling, text-to-image and
+    editing on ``cfg.eval_n_drawing`` examples of their own when it is set. Returns the metrics
+    plus ``"drawing_n"`` (how many examples those two were scored on), ``"sampling"`` (the
+    calibration) and ``"judge_hash"``."""
     sampling = calibrate_sampling(um, judge, n=max(8, cfg.eval_n // 2), grid=cfg.sampling_grid)
-    return {**evaluate_base(um, judge, n=cfg.eval_n, tasks=EVAL_TASKS), "sampling": sampling,
-            "judge_hash": judge_hash_of(judge)}
+    drawing_n = cfg.eval_n_drawing or cfg.eval_n
+    metrics = evaluate_base(um, judge, n=cfg.eval_n, tasks=EVAL_TASKS)
+    if drawing_n != cfg.eval_n:  # again, on examples of their own (every other metric's examples stay the same)
+        metrics.update(evaluate_base(um, judge, n=drawing_n, seed=DRAWING_SEED, tasks=DRAWING_TASKS))
+    return {**metrics, "drawing_n": drawing_n, "sampling": sampling, "judge_hash": judge_hash_of(judge)}
 
 
 def judge_hash_of(judge) -> str:

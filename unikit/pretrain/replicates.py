@@ -66,12 +66,15 @@ def spread_table(runs: dict[str, dict], targets: dict | None = None):
 
 def spread_sentences(runs: dict[str, dict], table, n_eval: int) -> list[str]:
     """What :func:`spread_table`'s ``table`` of ``runs`` says, as sentences: the runs, the spread
-    that scoring on ``n_eval`` examples alone gives a metric near 0.75 (95% binomial half-width),
+    that scoring on ``n_eval`` examples alone gives a metric near 0.75 (95% binomial half-width;
+    also for the runs' ``drawing_n`` when text-to-image and editing were scored on more),
     the targets some seeds meet and others miss, and those every seed misses."""
-    half = 1.96 * (0.75 * 0.25 / n_eval) ** 0.5
+    half = lambda n: 1.96 * (0.75 * 0.25 / n) ** 0.5  # noqa: E731
     profile = next(iter(runs.values())).get("profile")
+    drawing = {m.get("drawing_n", n_eval) for m in runs.values()} - {n_eval}
     out = [f"{len(runs)} run(s) of the {profile} profile: {', '.join(runs)}. Each metric is scored on "
-           f"{n_eval} held-out examples, so the examples alone move a metric near 0.75 by up to +-{half:.2f}."]
+           f"{n_eval} held-out examples, so the examples alone move a metric near 0.75 by up to +-{half(n_eval):.2f}"
+           + "".join(f" (text-to-image and editing on {n}: +-{half(n):.2f})" for n in sorted(drawing)) + "."]
     if len(runs) < 2:
         return out + ["No other seed of this profile is in data/replicates/: one run, no spread to show."]
     met = {k: [v >= t for v in table.loc[k, list(runs)] if v == v]

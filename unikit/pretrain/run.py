@@ -18,11 +18,11 @@ from ..cache import atomic_path, write_json
 from ..distributed import Context
 from .config import PretrainConfig, PretrainError, pretrain_config, recorded_config
 from .data import build_corpus
-from .phases import (PHASES, PHASE_FILES, PHASE_SETTINGS, checkpoint_dir, setting_differences, load_checkpoint,
+from .phases import (LATE_PHASES, PHASE_CLOCK, PHASES, PHASE_FILES, PHASE_SETTINGS, checkpoint_dir, setting_differences, load_checkpoint,
     save_checkpoint, load_phase_state, load_phase_weights, phase_settings, phase_state, recorded_phase_settings,
     world_version)
 from .quality import FACT_KEYS, TARGETS, calibrate_and_score, tokenizer_quality
-from .training import facts_config, train_align, train_lm, train_vision, train_vq
+from .training import late_phase_config, train_align, train_lm, train_vision, train_vq
 
 
 def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int = 0, progress: bool = True,
@@ -49,7 +49,7 @@ def pretrain(profile: str = "teach", out=None, resume: bool = False, seed: int =
     check_workers(workers)
     out = Path(out) if out else cache.artifact_dir("pretrain", profile, cfg.as_dict())
     plan = plan_run(cfg, out, resume or finish, [Path(d) for d in (phases_from or [])])
-    if finish and not (plan["resume"] and plan["phase"] in ("lm", "facts")):
+    if finish and not (plan["resume"] and plan["phase"] in ("lm", *LATE_PHASES)):
         raise PretrainError(f"--finish needs an interrupted run in its model phase at {checkpoint_dir(out)} with these "
                             f"same settings; there is none (run it, or resume it, first)")
     plan["finish"] = finish
@@ -112,13 +112,10 @@ def plan_run(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Pat
     offered = {}
     for d in phases_from:
         meta_file = d / "phase.json"
-        if finished_model(d):  # a finished run offers its model phase and the three before it
+        if finished_model(d):  # a finished run offers every phase up to the last one it ran
             saved = recorded_config(json.loads((d / "unikit.json").read_text()).get("pretrain_config", {}))
-            if saved["facts_steps"]:
-                raise PretrainError(f"--phases-from {d}: that model went on through {saved['facts_steps']} steps of the "
-                                    f"facts phase, so it no longer holds its model phase's weights; offer a model "
-                                    f"made without the facts phase (facts_steps=0)")
-            offered.update({ph: (d, phase_settings(saved, ph)) for ph in PHASES[:PHASES.index("lm") + 1]})
+            last = ["lm", *(ph for ph in LATE_PHASES if saved[f"{ph}_steps"])][-1]
+            offered.update({ph: (d, phase_settings(saved, ph)) for ph in PHASES[:PHASES.index(last) + 1]})
             continue
         if not meta_file.is_file():
             raise PretrainError(f"--phases-from {d}: no phase.json there (a directory benchmarks/probe_base.py wrote) "
@@ -134,7 +131,12 @@ def plan_run(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Pat
         if ph not in offered:
             break
         plan["reuse"][ph] = str(offered[ph][0])
-        plan["phase"] = PHASES[PHASES.index(ph) + 1]
+        plan["phase"] = PHASES[PHASES.index(ph) + 1] if ph != PHASES[-1] else None
+    wanted = ["lm", *(ph for ph in LATE_PHASES if getattr(cfg, f"{ph}_steps"))]
+    if offered and (plan["phase"] is None or all(ph in plan["reuse"] for ph in wanted)):
+        raise PretrainError(f"--phases-from {', '.join(map(str, phases_from))} already ran every phase of this run "
+                            f"(through {wanted[-1]}), so nothing is left to train; to measure that model again use "
+                            f"`unikit pretrain --rescore --out DIR`")
     unused = [ph for ph in offered if ph not in plan["reuse"] and PHASES.index(ph) >= PHASES.index(plan["phase"])]
     if unused:
         raise PretrainError(f"--phases-from offers the {', '.join(unused)} phase(s), but this run must first train "
@@ -172,7 +174,7 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
                 load_phase_state(um, PHASE_FILES[ph], phase_state(old, PHASE_FILES[ph]))
                 history.update({k: v for k, v in json.loads(state["history"]).items() if k.startswith(ph)})
                 # its wall time counts in this run's total, as a reused phase
-                seconds.update({f"reused_{k}": v for k, v in state.get("seconds", {}).items() if k == PHASE_FILES[ph]})
+                seconds.update({f"reused_{k}": v for k, v in state.get("seconds", {}).items() if k == PHASE_CLOCK[ph]})
             else:
                 load_phase_weights(um, PHASE_FILES[ph], Path(source) / f"{PHASE_FILES[ph]}.safetensors")
                 seconds[f"reused_{PHASE_FILES[ph]}"] = probe_seconds(Path(source))
@@ -211,19 +213,17 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
     t = time.time()
     corpus = None if plan.get("finish") else build_corpus(um, cfg.corpus, cfg.seed)
     seconds["corpus"] = seconds.get("corpus", 0.0) + time.time() - t
-    if phase == "lm":
+    trained = ["lm", *(ph for ph in LATE_PHASES if getattr(cfg, f"{ph}_steps"))]  # what train_lm runs, in order
+    for ph in trained[trained.index(phase):] if phase in trained else []:
+        if ph != phase:
+            phase, step, opt_state = ph, 0, None
+            save(ph, 0, None)
         t = time.time()
-        train_lm(um, corpus, cfg, history, start=step, opt_state=opt_state, save=save, progress=progress, ctx=ctx,
-                 stop=step if plan.get("finish") else None)
-        seconds["model"] = seconds.get("model", 0.0) + time.time() - t
-        if cfg.facts_steps and not plan.get("finish"):
-            phase, step, opt_state = "facts", 0, None
-            save("facts", 0, None)
-    if phase == "facts":
-        t = time.time()
-        train_lm(um, corpus, facts_config(cfg), history, start=step, opt_state=opt_state, save=save,
-                 progress=progress, ctx=ctx, stop=step if plan.get("finish") else None, phase="facts")
-        seconds["facts"] = seconds.get("facts", 0.0) + time.time() - t
+        train_lm(um, corpus, cfg if ph == "lm" else late_phase_config(cfg, ph), history, start=step, opt_state=opt_state,
+                 save=save, progress=progress, ctx=ctx, stop=step if plan.get("finish") else None, phase=ph)
+        seconds[PHASE_CLOCK[ph]] = seconds.get(PHASE_CLOCK[ph], 0.0) + time.time() - t
+        if plan.get("finish"):  # the phase it stopped in ends there; later phases do not run
+            break
     if not ctx.is_main:
         return
     torch.set_num_threads(max(1, os.cpu_count() or 1) if ctx.distributed else torch.get_num_threads())
@@ -235,6 +235,7 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
                    profile=cfg.profile, seed=cfg.seed, workers=ctx.world, targets=TARGETS, reused_phases=reused,
                    lm_steps_done=len({row[0] for row in history.get("lm", [])}),
                    facts_steps_done=len({row[0] for row in history.get("facts", [])}),
+                   drawing_steps_done=len({row[0] for row in history.get("drawing", [])}),
                    command=command)
     um.info.update(profile=cfg.model, pretrain_profile=cfg.profile, seed=cfg.seed, pretrain_config=cfg.as_dict(),
                    world_version=world_version())
@@ -326,15 +327,17 @@ def model_card(um: M.UnifiedModel, cfg: PretrainConfig, metrics: dict, command: 
     calibration = "" if not sampling else (
         f"\n## Sampling (calibrated, `calibrate_sampling`)\n\nThe model draws with guidance {sampling['guidance']} and "
         f"temperature {sampling['temperature']} unless told otherwise: the best of these settings on {sampling['n']} "
-        f"validation captions and edits each (judge: every attribute right).\n\n| guidance | temperature | t2i_seen | edit |\n"
-        f"|---|---|---|---|\n" + "\n".join(f"| {r['guidance']} | {r['temperature']} | {r['t2i_seen']:.3f} | {r['edit']:.3f} |"
-                                        for r in sampling["grid"]) + "\n")
+        f"validation captions, edits and object edits each (judge: every attribute right; the sum decides)."
+        f"\n\n| guidance | temperature | t2i_seen | edit | edit_object |\n"
+        f"|---|---|---|---|---|\n" + "\n".join(f"| {r['guidance']} | {r['temperature']} | {r['t2i_seen']:.3f} | {r['edit']:.3f} | "
+                                          f"{r.get('edit_object', float('nan')):.3f} |" for r in sampling["grid"]) + "\n")
     return f"""# The kit's base model ({cfg.profile} profile)
 
 A small `JanusForConditionalGeneration` pretrained from scratch on the concept world's generic
 objects by `unikit.pretrain` (image tokenizer; the understanding encoder on attribute labels;
 then every other part on captioning, VQA, recognition, same-object pairs, text-to-image and
-instruction editing{'' if not cfg.facts_steps else '; last, the same tasks with facts stated first (`unikit.preamble`)'}).
+instruction editing{'' if not cfg.facts_steps else '; then the same tasks with facts stated first (`unikit.preamble`)'}{
+    '' if not cfg.drawing_steps else '; last, a shorter schedule where text-to-image has half the steps'}).
 No personal concept was seen. Held-out shape+colour pairs:
 {sorted(world.HELDOUT_PAIRS)}.
 
@@ -346,6 +349,9 @@ No personal concept was seen. Held-out shape+colour pairs:
 - model phase: {metrics.get('lm_steps_done', cfg.lm_steps)} of {cfg.lm_steps} steps{
     '' if metrics.get('lm_steps_done', cfg.lm_steps) >= cfg.lm_steps else ' (stopped early with --finish: the last checkpoint, scored as it was)'}
 - facts phase: {metrics.get('facts_steps_done', 0)} of {cfg.facts_steps} steps
+- drawing phase: {metrics.get('drawing_steps_done', 0)} of {cfg.drawing_steps} steps
+- held-out examples per metric: {cfg.eval_n}{'' if metrics.get('drawing_n', cfg.eval_n) == cfg.eval_n else
+    f"; text-to-image and edit {metrics['drawing_n']}"}
 - python {sys.version.split()[0]}, torch {torch.__version__}
 
 ## Parameters

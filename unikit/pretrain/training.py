@@ -279,12 +279,13 @@ def lm_parameters(um: M.UnifiedModel) -> list[torch.nn.Parameter]:
     return [p for p in um.model.parameters() if id(p) not in vq_ids]
 
 
-def facts_config(cfg: PretrainConfig) -> PretrainConfig:
-    """Phase 4 as :func:`train_lm` runs it: ``cfg`` with the facts phase's steps, learning rate,
-    warm-up and mixture in place of the model phase's (no curriculum, no re-initialisation)."""
-    return dataclasses.replace(cfg, lm_steps=cfg.facts_steps, lm_lr=cfg.facts_lr, warmup=cfg.facts_warmup,
-                               mix=cfg.facts_mix, yesno_steps=0, perception_steps=0, lm_init="transformers",
-                               track_every=0)
+def late_phase_config(cfg: PretrainConfig, phase: str) -> PretrainConfig:
+    """A phase after the model phase (``"facts"`` or ``"drawing"``) as :func:`train_lm` runs it:
+    ``cfg`` with that phase's steps, learning rate, warm-up and mixture in place of the model
+    phase's (no curriculum, no re-initialisation)."""
+    get = lambda name: getattr(cfg, f"{phase}_{name}")  # noqa: E731
+    return dataclasses.replace(cfg, lm_steps=get("steps"), lm_lr=get("lr"), warmup=get("warmup"), mix=get("mix"),
+                               yesno_steps=0, perception_steps=0, lm_init="transformers", track_every=0)
 
 
 def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: dict, start: int = 0,
@@ -296,8 +297,9 @@ def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: d
     ``cfg.lm_init="fan_in"`` a fresh run (not a resumed one) first re-initialises the language
     model (:func:`init_language_fan_in`). Data-parallel over ``ctx``: every worker draws the same
     global batch of ``cfg.lm_batch`` and trains on its shard. ``stop``: end before that step (the
-    schedule stays the one for ``cfg.lm_steps``). ``phase="facts"`` runs phase 4 (give it
-    :func:`facts_config`): its losses go to ``history["facts"]``, its batches are drawn afresh."""
+    schedule stays the one for ``cfg.lm_steps``). ``phase="facts"`` or ``"drawing"`` runs phase 4 or
+    5 (give it :func:`late_phase_config`): its losses go to ``history[phase]``, its
+    batches are drawn afresh."""
     if cfg.lm_init == "fan_in" and start == 0 and not opt_state:
         init_language_fan_in(um, cfg.seed)
     for p in um.vq.parameters():
@@ -323,7 +325,7 @@ def train_lm(um: M.UnifiedModel, corpus: Corpus, cfg: PretrainConfig, history: d
         tasks = [t for t in TASKS if mix.get(t, 0) > 0]
         mixes[name] = (tasks, [mix[t] for t in tasks])
     end = cfg.lm_steps if stop is None else min(stop, cfg.lm_steps)
-    salt = 0 if phase == "lm" else 1_000_000_007  # the facts phase's batches differ from the model phase's
+    salt = {"lm": 0, "facts": 1_000_000_007, "drawing": 2_000_000_014}[phase]  # each phase draws batches of its own
     bar = tqdm(range(start, end), desc="model" if phase == "lm" else phase, disable=not (progress and ctx.is_main), initial=start,
                total=cfg.lm_steps)
     for step in bar:
