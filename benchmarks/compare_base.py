@@ -1,7 +1,7 @@
 """Compare pretrained base models: their ``metrics.json`` side by side, with the targets.
 
     python benchmarks/compare_base.py data/base_model /work/runs/ship7 [--names ship5 ship7]
-    python benchmarks/compare_base.py data/base_model data/replicates/ship7-seed1 --spread
+    python benchmarks/compare_base.py data/replicates/ship7-seed0 data/replicates/ship7-seed1 --spread
 
 Each argument is a model directory (``unikit pretrain --out``) or a ``metrics.json``. Prints one
 row per metric (the targets of ``unikit.pretrain.TARGETS`` first, then every other number the
