@@ -133,6 +133,10 @@ def test_later_phases_continue_a_finished_model_as_the_whole_run_would(smoke_run
     assert chistory["drawing"] == history["drawing"] and cmetrics["drawing_steps_done"] == P.CONFIGS["smoke"].drawing_steps
     mine = cont.model.state_dict()
     assert all(torch.equal(mine[k], whole[k]) for k in mine)
+    # a run without the facts phase goes from the model phase straight to the drawing phase
+    _, dmetrics, dhistory = P.pretrain("smoke", out=tmp_path / "nofacts", progress=False, facts_steps=0,
+                                       phases_from=[tmp_path / "lm"])
+    assert "facts" not in dhistory and len(dhistory["drawing"]) == dmetrics["drawing_steps_done"] == P.CONFIGS["smoke"].drawing_steps
     with pytest.raises(P.PretrainError, match="its facts phase was made with other settings"):
         P.pretrain("smoke", out=tmp_path / "again", progress=False, phases_from=[out], facts_steps=5)
     with pytest.raises(P.PretrainError, match="nothing is left to train"):

@@ -39,8 +39,14 @@ PHASE_CLOCK = {"vq": "tokenizer", "vision": "vision", "align": "align", "lm": "m
 # no phase before the model phase runs its layers).
 VISION_SIZES = ("hidden", "vision_hidden", "vision_layers", "vision_heads")
 PHASE_SIZES = {"vq": ("vq_base", "vq_mult", "vq_res_blocks", "vq_latent", "codebook", "vq_embed_dim"),
-               "vision": VISION_SIZES, "align": VISION_SIZES, "lm": tuple(M.PROFILES["teach"]),
-               "facts": tuple(M.PROFILES["teach"]), "drawing": tuple(M.PROFILES["teach"])}
+               "vision": VISION_SIZES, "align": VISION_SIZES,
+               **{ph: tuple(M.PROFILES["teach"]) for ph in ("lm", *LATE_PHASES)}}
+
+
+def trained_phases(cfg: dict) -> list[str]:
+    """The phases :func:`~unikit.pretrain.training.train_lm` runs for a config (``as_dict()`` or a
+    recorded one), in order: the model phase, then each later phase with steps."""
+    return ["lm", *(ph for ph in LATE_PHASES if cfg[f"{ph}_steps"])]
 
 
 def world_version(words: bool = True) -> str:

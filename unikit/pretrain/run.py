@@ -18,7 +18,7 @@ from ..cache import atomic_path, write_json
 from ..distributed import Context
 from .config import PretrainConfig, PretrainError, pretrain_config, recorded_config
 from .data import build_corpus
-from .phases import (LATE_PHASES, PHASE_CLOCK, PHASES, PHASE_FILES, PHASE_SETTINGS, checkpoint_dir, setting_differences, load_checkpoint,
+from .phases import (LATE_PHASES, PHASE_CLOCK, PHASES, trained_phases, PHASE_FILES, PHASE_SETTINGS, checkpoint_dir, setting_differences, load_checkpoint,
     save_checkpoint, load_phase_state, load_phase_weights, phase_settings, phase_state, recorded_phase_settings,
     world_version)
 from .quality import FACT_KEYS, TARGETS, calibrate_and_score, tokenizer_quality
@@ -114,7 +114,7 @@ def plan_run(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Pat
         meta_file = d / "phase.json"
         if finished_model(d):  # a finished run offers every phase up to the last one it ran
             saved = recorded_config(json.loads((d / "unikit.json").read_text()).get("pretrain_config", {}))
-            last = ["lm", *(ph for ph in LATE_PHASES if saved[f"{ph}_steps"])][-1]
+            last = trained_phases(saved)[-1]
             offered.update({ph: (d, phase_settings(saved, ph)) for ph in PHASES[:PHASES.index(last) + 1]})
             continue
         if not meta_file.is_file():
@@ -132,8 +132,8 @@ def plan_run(cfg: PretrainConfig, out: Path, resume: bool, phases_from: list[Pat
             break
         plan["reuse"][ph] = str(offered[ph][0])
         plan["phase"] = PHASES[PHASES.index(ph) + 1] if ph != PHASES[-1] else None
-    wanted = ["lm", *(ph for ph in LATE_PHASES if getattr(cfg, f"{ph}_steps"))]
-    if offered and (plan["phase"] is None or all(ph in plan["reuse"] for ph in wanted)):
+    wanted = trained_phases(want)
+    if offered and all(ph in plan["reuse"] for ph in wanted):
         raise PretrainError(f"--phases-from {', '.join(map(str, phases_from))} already ran every phase of this run "
                             f"(through {wanted[-1]}), so nothing is left to train; to measure that model again use "
                             f"`unikit pretrain --rescore --out DIR`")
@@ -213,8 +213,8 @@ def _run(ctx: Context, cfg: PretrainConfig, out: Path, plan: dict, progress: boo
     t = time.time()
     corpus = None if plan.get("finish") else build_corpus(um, cfg.corpus, cfg.seed)
     seconds["corpus"] = seconds.get("corpus", 0.0) + time.time() - t
-    trained = ["lm", *(ph for ph in LATE_PHASES if getattr(cfg, f"{ph}_steps"))]  # what train_lm runs, in order
-    for ph in trained[trained.index(phase):] if phase in trained else []:
+    # what train_lm runs from here on (a phase with no steps, e.g. facts_steps=0, is passed over)
+    for ph in [ph for ph in trained_phases(cfg.as_dict()) if PHASES.index(ph) >= PHASES.index(phase)]:
         if ph != phase:
             phase, step, opt_state = ph, 0, None
             save(ph, 0, None)
