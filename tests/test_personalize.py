@@ -73,6 +73,27 @@ def test_every_method_runs_and_is_scored(method, base, judge):
         assert torch.equal(w, v), f"{method} changed {k}"
 
 
+def test_understanding_batches_draw_the_facts_no_photo_shows_at_their_own_share(base):
+    import collections
+    import random
+
+    card = load_concept("bo")
+    pd = S.personal_data(M.load_model(base), card, profiles.schedule("smoke"))
+    assert pd.facts == [(None, f"what colour is the hat of {card.token}?", "yellow"),  # bo's card
+                        (None, f"what toy does {card.token} have?", "blue ball"),
+                        (None, f"what does {card.token} like?", "naps")]
+    assert not {q for _, q, _ in pd.facts} & {f"what shape is {card.token}?", f"what colour is {card.token}?"}
+    drawn = collections.Counter()
+    rng = random.Random(0)
+    for _ in range(2000):
+        for ex in S.understanding_batch(pd, 4, rng):
+            drawn["facts" if ex[0] is None and ex[1:] in [f[1:] for f in pd.facts] else "other"] += 1
+    facts_in_text = sum(t[0] is None and t[1:] in [f[1:] for f in pd.facts] for t in pd.text) / len(pd.text)
+    mix = S.UNDERSTANDING_MIX
+    share = (mix["facts"] + mix["text"] * facts_in_text) / sum(mix.values())
+    assert abs(drawn["facts"] / 8000 - share) < 0.015, (drawn, share)
+
+
 def test_unictokens_stages_add_groups_in_order_and_freeze_earlier_ones(base):
     um = M.load_model(base)
     sched = profiles.schedule("smoke")

@@ -153,6 +153,7 @@ def test_editing_triplets_of_a_photo_concept_come_from_its_photos(base, folder):
     pc = photos.load_photo_concept(folder, um.image_size)
     pd = stages.personal_data(um, pc, profiles.schedule("smoke"), seed=0, n_edits=3)
     assert len(pd.edits) == 3 and pd.data is None
+    assert pd.facts == [(None, q["question"], q["answer"]) for q in pc.bench.text_qa]  # the card's own questions
     src, instr, codes = pd.edits[0]
     assert src.shape == (32, 32, 3) and instr == "replace the object with <pip>" and codes.shape == (8, 8)
     assert any(np.array_equal(src, n) for n in pc.bench.images["random"])

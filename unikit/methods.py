@@ -114,9 +114,11 @@ class Personalized:
 
 
 def token_layout(um) -> dict:
-    """How this kit lays out and starts a concept's tokens on ``um``: ``{"groups": sizes, "start":
-    GROUP_STARTS}``. Results and checkpoints record it; ones made with another layout are not reused."""
-    return {"groups": T.default_group_sizes(um), "start": dict(GROUP_STARTS)}
+    """How this kit lays out, starts and trains a concept's tokens on ``um``: ``{"groups": sizes,
+    "start": GROUP_STARTS, "understanding_mix": stages.UNDERSTANDING_MIX}``. Results and
+    checkpoints record it; ones made otherwise are not reused."""
+    return {"groups": T.default_group_sizes(um), "start": dict(GROUP_STARTS),
+            "understanding_mix": dict(S.UNDERSTANDING_MIX)}
 
 
 def add_token_groups(um, cards, sizes: dict, pdata, init: dict | None = None) -> dict:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from . import model as M
 from . import vq as V
 from . import world
-from .concepts import ConceptCard, ConceptData, concept_data
+from .concepts import ConceptCard, ConceptData, concept_data, fact_question
 from .photo_files import PhotoError
 from .profiles import Schedule
 
@@ -67,6 +67,7 @@ class PersonalData:
     hard_negatives: list = field(default_factory=list)
     text: list = field(default_factory=list)  # conversations + questions about the training images
     edits: list = field(default_factory=list)  # (source uint8[32,32,3], instruction, target codes [g, g])
+    facts: list = field(default_factory=list)  # text-only turns stating what no photo shows (items, liking)
 
     @property
     def token(self) -> str:
@@ -148,6 +149,8 @@ def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, see
     images = {split: data.images(split) for split in ("train", "random", "hard")}
     pos, neg, hard = recognition_pools(data.recognition, lambda ref: images[ref[0]][ref[1]])
     text = [(None, c["question"], c["answer"]) for c in data.conversations]
+    known = {**card.items, **({"likes": card.likes} if card.likes else {})}
+    facts = [(None, fact_question(card.token, item), value) for item, value in known.items()]
     for i, sc in enumerate(data.train_scenes):  # questions about the training images themselves
         for q, a in world.vqa_pairs(sc, subject=card.token):
             if not set(q.rstrip("?").split()) & {"hat", "scarf", "toy"}:
@@ -158,7 +161,7 @@ def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, see
         src = world.render_many([s for s, _, _ in triplets])
         tgt = V.vq_encode(um, world.render_many([t for _, _, t in triplets]))
         edits = [(src[i], triplets[i][1], tgt[i]) for i in range(len(triplets))]
-    return PersonalData(card, data, train, codes, pos, neg, hard, text, edits)
+    return PersonalData(card, data, train, codes, pos, neg, hard, text, edits, facts=facts)
 
 
 def photo_personal_data(um, concept, schedule: Schedule, seed: int = 0, n_edits: int = 0) -> PersonalData:
@@ -176,6 +179,7 @@ def photo_personal_data(um, concept, schedule: Schedule, seed: int = 0, n_edits:
         codes = generation_codes(um, train, schedule, rng)
     pos, neg, hard = recognition_pools(bc.recognition, bc.image)
     text = [(None, c["question"], c["answer"]) for c in bc.conversations]
+    facts = [(None, q["question"], q["answer"]) for q in bc.text_qa]  # the card's own questions
     edits = []
     if n_edits:
         sources = bc.images.get("random", np.zeros((0,)))
@@ -186,18 +190,25 @@ def photo_personal_data(um, concept, schedule: Schedule, seed: int = 0, n_edits:
         with torch.no_grad():
             tgt = V.vq_encode(um, np.stack([train[j] for _, j in picks]))
         edits = [(sources[i], f"replace the object with {concept.token}", tgt[k]) for k, (i, _) in enumerate(picks)]
-    return PersonalData(concept, None, train, codes, pos, neg, hard, text, edits)
+    return PersonalData(concept, None, train, codes, pos, neg, hard, text, edits, facts=facts)
 
 
 def _draw(pool: list, k: int, rng: random.Random) -> list:
     return [pool[rng.randrange(len(pool))] for _ in range(k)] if pool else []
 
 
+UNDERSTANDING_MIX = {"pos": 3, "neg": 2, "hard": 2, "text": 3, "facts": 1}
+"""Weights of an understanding batch's pools: positive recognition, random and hard negatives,
+text (conversations, questions about the training images) and the facts no photo shows, about
+one example in eleven (docs/notes/2026-12-05-facts-share.md says why)."""
+
+
 def understanding_batch(pd: PersonalData, k: int, rng: random.Random) -> list:
-    """``k`` understanding examples: about 30% positive recognition, 20% random and 20% hard
-    negatives, 30% text (conversations, questions about the training images)."""
-    kinds = rng.choices(("pos", "neg", "hard", "text"), weights=(3, 2, 2, 3), k=k)
-    pools = {"pos": pd.positives, "neg": pd.negatives, "hard": pd.hard_negatives or pd.negatives, "text": pd.text}
+    """``k`` understanding examples drawn from the pools by :data:`UNDERSTANDING_MIX`; a concept
+    with no hard negatives or no facts draws random negatives or text in their place."""
+    kinds = rng.choices(list(UNDERSTANDING_MIX), weights=list(UNDERSTANDING_MIX.values()), k=k)
+    pools = {"pos": pd.positives, "neg": pd.negatives, "hard": pd.hard_negatives or pd.negatives, "text": pd.text,
+             "facts": pd.facts or pd.text}
     return [_draw(pools[kind], 1, rng)[0] for kind in kinds]
 
 
