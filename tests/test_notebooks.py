@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import sys
 
@@ -176,6 +177,23 @@ def test_lessons_side_by_side_report_in_order_and_stop_at_the_first_failure(tmp_
     assert printed["profile"] == "smoke"
     assert cli.main(["run", "--notebooks-dir", str(tmp_lessons), "--workers", "0"]) == 2
     assert "run at least one lesson at a time" in capsys.readouterr().err
+
+
+def test_lessons_side_by_side_with_relative_folders_write_where_asked(tmp_path, monkeypatch):
+    """Two kernels at once, folders given relative to where the command runs: each lesson runs in
+    the lessons' folder, every output lands in ``--out``, and the caller's directory is untouched
+    (papermill's ``cwd`` would change the whole process's directory under both threads)."""
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    names = ("00_a", "01_b", "02_c")
+    for name, seconds in zip(names, (3.0, 0.1, 5.0)):  # 02_c starts while 00_a runs, and ends after it
+        _lesson(lessons / f"{name}.ipynb", f"import time; time.sleep({seconds})", "import os; print(os.getcwd())")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--notebooks-dir", "lessons", "--out", "out/nb", "--workers", "2"]) == 0
+    assert os.getcwd() == str(tmp_path)
+    for name in names:
+        nb = nbformat.read(tmp_path / "out" / "nb" / f"{name}.ipynb", as_version=4)
+        assert nb.cells[-1].outputs[0]["text"].strip() == str(lessons)
 
 
 def test_run_only_unknown_number_lists_the_lessons(tmp_lessons, capsys):

@@ -153,7 +153,7 @@ def run_notebooks(profile: str, only=None, seed: int | None = None, out_dir=EXEC
     if workers < 1:
         raise RunError(f"workers={workers}: run at least one lesson at a time")
     selected = select_notebooks(notebooks, only)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir.parent / "run-summary.json"
     kernel = ensure_kernel()
@@ -213,7 +213,9 @@ def _execute(path: Path, output: Path, parameters: dict, kernel: str, notebooks_
     try:
         papermill.execute_notebook(
             str(path), str(output), parameters=parameters, kernel_name=kernel,
-            cwd=str(Path(notebooks_dir)), progress_bar=False, log_output=False, config=_kernel_config(),
+            # the kernel starts in the lessons' folder; the process keeps its own directory
+            resources={"metadata": {"path": str(Path(notebooks_dir).resolve())}},
+            progress_bar=False, log_output=False, config=_kernel_config(),
         )
         ok, error = True, None
     except PapermillExecutionError as e:
