@@ -221,3 +221,14 @@ def test_bootstrap_resamples_concepts_then_seeds():
     within = [{"method": "a", "concept": c, "seed": s, "rec": v} for c in CONCEPTS for s, v in enumerate((0, .5, 1))]
     se = S.compare(within + zero, "a", "b", "rec", n_boot=2000)["se"]
     assert se == pytest.approx(np.std([0, .5, 1]) / np.sqrt(3 * 8), rel=0.1)
+
+
+def test_proportion_change_reads_a_fall_a_rise_and_noise():
+    # 24 images a side: the difference of two proportions at 0.5 has half-width 1.96 * sqrt(0.5 / 24)
+    half = 1.959964 * (0.5 / 24) ** 0.5
+    assert S.proportion_change(-0.46, 24) == ("fell", pytest.approx(half, rel=1e-5))
+    assert S.proportion_change(+0.46, 24)[0] == "rose"
+    assert S.proportion_change(-0.2, 24)[0] == "within"  # 0.2 < 0.28: a one-sided half-width would call it a fall
+    assert S.proportion_change(-0.2, 400)[0] == "fell"
+    with pytest.raises(S.StatsError, match="at least one trial"):
+        S.proportion_change(0.1, 0)

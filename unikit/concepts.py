@@ -99,6 +99,11 @@ class ConceptCard:
                 extra[item] = getattr(self, item)
         return self.scene(**extra, **changes)
 
+    @property
+    def fact_answers(self) -> dict[str, str]:
+        """The facts only text states, as answers: ``{"hat": "yellow", "toy": "blue ball", "likes": "naps"}``."""
+        return {**self.items, **({"likes": self.likes} if self.likes else {})}
+
     def facts(self) -> list[str]:
         """Facts only text states, e.g. ``"<bo> has a yellow hat."``."""
         t = self.token
@@ -304,10 +309,7 @@ def concept_data(card: ConceptCard, n_train: int = 10, n_test: int = 5, n_random
         {"question": f"what colour is {t}?", "answer": card.colour},
         {"question": f"what pattern does {t} have?", "answer": card.pattern},
     ]
-    for item, value in card.items.items():
-        text_qa.append({"question": fact_question(t, item), "answer": value})
-    if card.likes:
-        text_qa.append({"question": fact_question(t, "likes"), "answer": card.likes})
+    text_qa += [{"question": fact_question(t, item), "answer": value} for item, value in card.fact_answers.items()]
     conversations = [{"question": f"tell me about {t}.", "answer": card.description()}] + text_qa
 
     vqa = []

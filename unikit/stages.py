@@ -149,8 +149,7 @@ def personal_data(um: M.UnifiedModel, card: ConceptCard, schedule: Schedule, see
     images = {split: data.images(split) for split in ("train", "random", "hard")}
     pos, neg, hard = recognition_pools(data.recognition, lambda ref: images[ref[0]][ref[1]])
     text = [(None, c["question"], c["answer"]) for c in data.conversations]
-    known = {**card.items, **({"likes": card.likes} if card.likes else {})}
-    facts = [(None, fact_question(card.token, item), value) for item, value in known.items()]
+    facts = [(None, fact_question(card.token, item), value) for item, value in card.fact_answers.items()]
     for i, sc in enumerate(data.train_scenes):  # questions about the training images themselves
         for q, a in world.vqa_pairs(sc, subject=card.token):
             if not set(q.rstrip("?").split()) & {"hat", "scarf", "toy"}:

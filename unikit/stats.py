@@ -128,6 +128,16 @@ def detectable(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
     return (_z(1 - alpha / 2) + _z(power)) * se
 
 
+def proportion_change(delta: float, n: int, level: float = 0.95) -> tuple[str, float]:
+    """Whether a change ``delta`` between two proportions, each measured on ``n`` independent
+    trials, is beyond the difference's half-width at ``level`` where it is widest (both at 0.5):
+    ``("fell" | "rose" | "within", half_width)``."""
+    if n < 1:
+        raise StatsError(f"n={n}: a change needs at least one trial on each side")
+    half = _z(0.5 + level / 2) * math.sqrt(2 * 0.25 / n)
+    return ("fell" if delta < -half else "rose" if delta > half else "within"), half
+
+
 def _base_of(method: str) -> str:
     return INFERENCE_VARIANTS.get(method, method)
 
